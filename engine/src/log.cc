@@ -335,6 +335,10 @@ status log::recover() {
     segments_.push_back(segment::open_closed(dir_, bases[i], static_cast<uint64_t>(st.st_size)));
   }
 
+  if (!marker && !segments_.empty()) {
+    if (auto s = segments_.back()->repair_unsealed_tail(); !s) return s;
+  }
+
   // 5. The active segment: trusted from the marker when it checks out, scanned otherwise.
   const offset active_base = bases.back();
   bool trusted = false;

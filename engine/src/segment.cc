@@ -130,6 +130,31 @@ status segment::ensure_mapped() {
   return ok_status();
 }
 
+status segment::repair_unsealed_tail() {
+  KEEL_ASSERT(!active(), "the active segment is recovered by recover()");
+  if (auto s = ensure_mapped(); !s) return s;
+  if (size_ == 0) return ok_status();
+  uint64_t position = index_.count() ? index_.at(index_.count() - 1).position : 0;
+  while (position + batch_header_size <= size_) {
+    batch_header h;
+    if (decode_batch_header(map_->bytes(position, batch_header_size), h) != header_check::ok ||
+        position + h.stored_size() > size_ ||
+        !verify_batch(map_->bytes(position, h.stored_size()), h))
+      break;
+    position += h.stored_size();
+  }
+  if (position == size_) return ok_status();
+  std::fprintf(stderr,
+               "keel: warning: %s: cut at position %llu of %llu (unsealed before a crash)\n",
+               path(".log").c_str(), static_cast<unsigned long long>(position),
+               static_cast<unsigned long long>(size_));
+  unmap();  // at open no reader holds a view yet
+  if (::truncate(path(".log").c_str(), static_cast<off_t>(position)) != 0)
+    return make_sys_error(errno, "cut " + path(".log"));
+  size_ = written_size_ = allocated_ = reserve_ = position;
+  return ensure_mapped();  // re-checks the index against the new size, rebuilding it if needed
+}
+
 void segment::unmap() {
   KEEL_ASSERT(!active(), "the active segment stays mapped");
   map_.reset();

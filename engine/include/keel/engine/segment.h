@@ -73,6 +73,10 @@ class segment {
 
   // Maps a closed segment's files if they are not mapped; a no-op for the active one.
   status ensure_mapped();
+  // For the closed segment before the active one after an unclean stop: if the crash came
+  // between a roll and the old segment's seal, its file still ends in preallocated zeros. Walks
+  // from the last index entry, and cuts the file after the last valid batch.
+  status repair_unsealed_tail();
   bool mapped() const { return map_ != nullptr; }
   void unmap();  // closed segments only; readers' views keep their pages
   const std::shared_ptr<file_map>& map() const { return map_; }
