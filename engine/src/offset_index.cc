@@ -66,6 +66,10 @@ result<index_file> index_file::open(const std::string& path, size_t entry_size,
   ::close(fd);  // the map keeps the pages; no descriptor stays open per index
   if (!map) return std::move(map).err();
   out.map_ = std::move(map).value();
+  // Lookups touch a few scattered pages; readahead would fault in (and zero) megabytes of the
+  // preallocated tail for each of them.
+  ::madvise(out.map_->data(), map_bytes, MADV_RANDOM);
+  if (file_bytes == 0) return out;  // just created: no entries
   // Entries increase and the tail is zero: binary-search the first all-zero entry.
   size_t lo = 0, hi = out.capacity_;
   while (lo < hi) {
