@@ -45,6 +45,8 @@ class frame_decoder {
   status next(frame_view& out);
   const std::string& error_message() const { return error_; }
   size_t buffered() const { return buffer_.size() - consumed_; }
+  // The bytes fed but not yet taken as frames (to hand a stream over to another decoder).
+  std::span<const std::byte> pending() const { return std::span(buffer_).subspan(consumed_); }
 
  private:
   std::vector<std::byte> buffer_;
