@@ -417,8 +417,11 @@ void core::on_heartbeat_response(const message& m, const heartbeat_response& r) 
     pr.become_probe();
   } else if (pr.state == progress_state::probe) {
     pr.probe_sent = false;
-  } else if (pr.inflight.full()) {
-    pr.inflight.free_first();
+  } else {
+    // Pipelined requests can be lost, or rejected after a later one was accepted (the
+    // rejection is then stale and ignored). Either way acks stop: fall back to probing.
+    if (pr.inflight.count() > 0 && pr.match == pr.stall_mark) pr.become_probe();
+    pr.stall_mark = pr.match;
   }
   if (pr.match < log_.last()) send_appends(m.from, false);
   if (r.read_seq != 0) release_reads();

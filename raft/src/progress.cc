@@ -86,7 +86,10 @@ bool progress::on_reject(offset rejected_prev, offset hint) {
   }
   // probe: only the reply to the single outstanding request counts.
   if (next.prev() != rejected_prev) return false;
-  next = max(min(rejected_prev, hint).next(), match.next());
+  // rejected_prev itself did not match, so the next probe must start at or below it: this keeps
+  // backtracking strictly decreasing even when the hint says nothing new (it then ends, at worst,
+  // below the log start, where a log-start reset takes over).
+  next = max(min(rejected_prev.prev(), hint).next(), match.next());
   probe_sent = false;
   return true;
 }
