@@ -611,7 +611,12 @@ bool core::send_one_append(node_id to, bool allow_empty) {
       return false;
     }
     batches = std::move(*r);
-    if (batches.front().base < pr.next) prev = batches.front().base.prev();
+    if (batches.front().base < pr.next) {
+      // Backtracking can land inside a batch; batches are sent whole, so start at its base and
+      // keep next == prev + 1, which is how the reply is matched to this request.
+      pr.next = batches.front().base;
+      prev = pr.next.prev();
+    }
   }
   if (batches.empty() && !allow_empty && pr.state == progress_state::replicate) return false;
   auto prev_term = log_.term_at(prev);

@@ -22,7 +22,8 @@ inline uint64_t batch_hash(const batch& b) {
   uint64_t h = mix(uint64_t(b.type), uint64_t(b.term.value()));
   h = mix(h, uint64_t(b.base.value()));
   h = mix(h, uint64_t(b.last.value()));
-  for (size_t i = 0; i < b.payload.size(); ++i) h = mix(h, std::to_integer<uint8_t>(b.payload.data()[i]));
+  for (size_t i = 0; i < b.payload.size(); ++i)
+    h = mix(h, std::to_integer<uint8_t>(b.payload.data()[i]));
   return h;
 }
 
@@ -78,7 +79,8 @@ class memory_log final : public log_reader {
     KEEL_RAFT_ASSERT(t.ok(), "memory_log: term before new start");
     const uint64_t h = batches_[index_of(start.prev())].prefix_hash;
     size_t n = 0;
-    while (n < batches_.size() && batches_[n].b.last < start) ++n;
+    while (n < batches_.size() && batches_[n].b.last < start)
+      ++n;
     KEEL_RAFT_ASSERT(n == batches_.size() || batches_[n].b.base == start,
                      "memory_log: prefix truncation inside a batch");
     batches_.erase(batches_.begin(), batches_.begin() + long(n));

@@ -61,12 +61,12 @@ int main(int argc, char** argv) {
     std::printf("seed %llu FAILED: %s\n", (unsigned long long)seed, r.failure.c_str());
     if (!o.trace) {
       std::printf("last events:\n");
-      for (const auto& line : r.trace) std::printf("  %s\n", line.c_str());
+      for (const auto& line : r.trace)
+        std::printf("  %s\n", line.c_str());
     }
     std::printf("replay: %s\n", keel::raft::sim::replay_command(o).c_str());
   }
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::fprintf(stderr,
                "raft_sim: %llu seeds x %d steps, %d nodes, %.1f s; totals: proposals=%llu "
                "acknowledged=%llu crashes=%llu leader_terms=%llu config_changes=%llu "

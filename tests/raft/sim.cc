@@ -59,7 +59,8 @@ struct node {
   hard_state hs;   // as written
   membership start_config;
   offset start_config_offset = offset::none();
-  bool hash_known = true;  // prefix hashes are meaningful (false after a reset from an unknown point)
+  bool hash_known =
+      true;  // prefix hashes are meaningful (false after a reset from an unknown point)
 
   // Durable state, for crashes. While a write is outstanding: what was durable before it.
   hard_state durable_hs;
@@ -106,7 +107,8 @@ class simulation {
   explicit simulation(const options& o) : opts_(o), rng_(o.seed), random_(rng_) {
     KEEL_RAFT_ASSERT(o.nodes >= 1 && o.nodes <= 7, "1..7 nodes");
     membership boot;
-    for (int i = 0; i < o.nodes; ++i) boot.voters.push_back(node_id(uint64_t(i + 1)));
+    for (int i = 0; i < o.nodes; ++i)
+      boot.voters.push_back(node_id(uint64_t(i + 1)));
     nodes_.resize(size_t(o.nodes));
     for (size_t i = 0; i < nodes_.size(); ++i) {
       node& n = nodes_[i];
@@ -158,10 +160,10 @@ class simulation {
     co.self = n.id;
     co.election_ticks = election_ticks;
     co.heartbeat_ticks = heartbeat_ticks;
-    co.max_inflight_messages = 4;
-    co.max_inflight_bytes = 4096;
-    co.max_append_bytes = 1024;
-    co.max_uncommitted_bytes = 1 << 16;
+    co.max_inflight_messages = flow_.inflight_messages;
+    co.max_inflight_bytes = flow_.inflight_bytes;
+    co.max_append_bytes = flow_.append_bytes;
+    co.max_uncommitted_bytes = 16 << 10;
     boot_state b{n.hs, n.start_config, n.start_config_offset};
     n.c = std::make_unique<core>(co, n.log, random_, b);
     n.up = true;
@@ -203,9 +205,10 @@ class simulation {
     if (rd.reset) {
       const log_reset& r = *rd.reset;
       auto it = committed_.find(r.start.prev());
-      const bool known = r.start.prev() == offset::none() ||
-                         (it != committed_.end() && it->second.hash_known);
-      n.log.reset(r.start, r.start_prev_term, known && it != committed_.end() ? it->second.hash : 0);
+      const bool known =
+          r.start.prev() == offset::none() || (it != committed_.end() && it->second.hash_known);
+      n.log.reset(r.start, r.start_prev_term,
+                  known && it != committed_.end() ? it->second.hash : 0);
       n.hash_known = known;
       n.start_config = r.config;
       n.start_config_offset = r.config_offset;
@@ -257,7 +260,8 @@ class simulation {
     n.pending = ready{};
     transmit(i, rd.messages_after_persist);
     if (rd.committed_to) on_committed(i, *rd.committed_to);
-    for (const read_state& r : rd.reads) on_read(i, r);
+    for (const read_state& r : rd.reads)
+      on_read(i, r);
     n.c->advance();
   }
 
@@ -275,8 +279,8 @@ class simulation {
       for (size_t k = n.log.index_of(lo); k < n.log.batches().size(); ++k) {
         const auto& s = n.log.batches()[k];
         if (s.b.last > to) break;
-        auto [it, inserted] =
-            committed_.try_emplace(s.b.last, committed_entry{s.b.term, s.prefix_hash, n.hash_known});
+        auto [it, inserted] = committed_.try_emplace(
+            s.b.last, committed_entry{s.b.term, s.prefix_hash, n.hash_known});
         if (inserted) {
           auto& m = max_commit_by_term_[n.c->term().value()];
           m = max(m, s.b.last);
@@ -456,7 +460,9 @@ class simulation {
         drive(e.node);
         break;
       }
-      case event::deliver: deliver(e); break;
+      case event::deliver:
+        deliver(e);
+        break;
       case event::sync: {
         node& n = nodes_[e.node];
         if (!n.up || n.epoch != e.epoch || !n.writing) break;
@@ -489,10 +495,12 @@ class simulation {
     node& n = nodes_[i];
     const uint64_t id = ++proposal_seq_;
     std::vector<std::byte> payload(8 + rng_.below(200));
-    for (size_t k = 0; k < payload.size(); ++k) payload[k] = std::byte(rng_.next() & 0xff);
-    for (int k = 0; k < 8; ++k) payload[size_t(k)] = std::byte((id >> (8 * k)) & 0xff);
-    auto r = n.c->propose(batch_type::data, int64_t(rng_.range(1, 5)),
-                          shared_bytes(std::move(payload)));
+    for (size_t k = 0; k < payload.size(); ++k)
+      payload[k] = std::byte(rng_.next() & 0xff);
+    for (int k = 0; k < 8; ++k)
+      payload[size_t(k)] = std::byte((id >> (8 * k)) & 0xff);
+    auto r =
+        n.c->propose(batch_type::data, int64_t(rng_.range(1, 5)), shared_bytes(std::move(payload)));
     if (!r.ok()) return;
     ++result_.proposals;
     open_proposals_.emplace(id, proposal{id, r->term, r->base, r->last, r->payload, i});
@@ -561,15 +569,19 @@ class simulation {
   }
 
   void partition() {
-    for (auto& row : blocked_) row.assign(nodes_.size(), false);
+    for (auto& row : blocked_)
+      row.assign(nodes_.size(), false);
     if (rng_.chance(1, 2)) {
       // Symmetric: two sides that cannot talk.
       std::vector<int> side(nodes_.size());
-      for (auto& s : side) s = int(rng_.below(2));
+      for (auto& s : side)
+        s = int(rng_.below(2));
       for (size_t a = 0; a < nodes_.size(); ++a)
-        for (size_t b = 0; b < nodes_.size(); ++b) blocked_[a][b] = side[a] != side[b];
+        for (size_t b = 0; b < nodes_.size(); ++b)
+          blocked_[a][b] = side[a] != side[b];
       std::string d;
-      for (size_t a = 0; a < nodes_.size(); ++a) d += side[a] ? "B" : "A";
+      for (size_t a = 0; a < nodes_.size(); ++a)
+        d += side[a] ? "B" : "A";
       log_event("partition " + d);
     } else {
       // Asymmetric: some links drop in one direction only.
@@ -585,7 +597,8 @@ class simulation {
   }
 
   void heal() {
-    for (auto& row : blocked_) row.assign(nodes_.size(), false);
+    for (auto& row : blocked_)
+      row.assign(nodes_.size(), false);
     log_event("heal network");
   }
 
@@ -605,10 +618,13 @@ class simulation {
       }
     }
     const size_t i = rng_.below(nodes_.size());
-    if (rng_.chance(1, 700) && nodes_[i].up) crash(i);
-    if (rng_.chance(1, 120) && !nodes_[i].up) restart(i);
-    if (rng_.chance(1, 900)) partition();
-    if (rng_.chance(1, 350)) heal();
+    if (rng_.chance(1, profile_.crash_one_in) && nodes_[i].up) crash(i);
+    if (rng_.chance(1, profile_.restart_one_in) && !nodes_[i].up) restart(i);
+    if (rng_.chance(1, profile_.crash_one_in * 2)) {
+      if (auto l = a_leader()) crash(*l);  // leaders die at the worst moments too
+    }
+    if (rng_.chance(1, profile_.partition_one_in)) partition();
+    if (rng_.chance(1, profile_.heal_one_in)) heal();
     if (rng_.chance(1, 400)) {
       if (auto l = a_leader()) change_config(*l);
     }
@@ -706,8 +722,7 @@ class simulation {
     }
     for (node_id v : L.c->config().voters) {
       const node& n = nodes_[size_t(v.value() - 1)];
-      if (!n.up || n.c->commit() < L.c->commit() || n.reported_commit < L.c->commit())
-        return false;
+      if (!n.up || n.c->commit() < L.c->commit() || n.reported_commit < L.c->commit()) return false;
     }
     return true;
   }
@@ -744,8 +759,29 @@ class simulation {
   uint64_t seq_ = 0;
   int64_t now_ = 0;
   std::vector<std::vector<bool>> blocked_;
-  uint64_t loss_per_mille_ = 50;
-  uint64_t dup_per_mille_ = 20;
+  // Fault rates, drawn per seed: most seeds run a moderate mix; one in three runs "chaos" (frequent
+  // crashes, partitions and loss), which is where leaders die with entries on a minority.
+  struct fault_profile {
+    uint64_t crash_one_in;
+    uint64_t restart_one_in;
+    uint64_t partition_one_in;
+    uint64_t heal_one_in;
+    uint64_t loss_per_mille;
+    uint64_t dup_per_mille;
+  };
+  fault_profile profile_ = rng_.chance(1, 3) ? fault_profile{120, 30, 200, 120, 150, 30}
+                                             : fault_profile{700, 120, 900, 350, 50, 20};
+  // Flow-control limits, drawn per seed: tiny appends (one batch each) expose orderings that
+  // big ones hide, e.g. an old-term entry acked by a majority before the new leader's no-op.
+  struct flow_limits {
+    size_t inflight_messages;
+    uint64_t inflight_bytes;
+    uint64_t append_bytes;
+  };
+  flow_limits flow_ = flow_limits{size_t(2) << rng_.below(3), uint64_t(512) << rng_.below(4),
+                                  rng_.chance(1, 2) ? 1 : uint64_t(1024)};
+  uint64_t loss_per_mille_ = profile_.loss_per_mille;
+  uint64_t dup_per_mille_ = profile_.dup_per_mille;
 
   std::map<int64_t, size_t> leader_of_term_;
   std::map<offset, committed_entry> committed_;
@@ -771,9 +807,8 @@ outcome run(const options& o) {
 }
 
 std::string replay_command(const options& o) {
-  return "raft_sim --seeds " + std::to_string(o.seed) + "-" + std::to_string(o.seed) +
-         " --steps " + std::to_string(o.steps) + " --nodes " + std::to_string(o.nodes) +
-         " --trace";
+  return "raft_sim --seeds " + std::to_string(o.seed) + "-" + std::to_string(o.seed) + " --steps " +
+         std::to_string(o.steps) + " --nodes " + std::to_string(o.nodes) + " --trace";
 }
 
 }  // namespace keel::raft::sim
