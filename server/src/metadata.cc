@@ -192,6 +192,9 @@ apply_result metadata_state::apply(std::span<const std::byte> command) {
         if (reps.size() != static_cast<size_t>(t.replication_factor))
           return rejected("a partition's replicas differ from the replication factor");
       if (auto e = replicas_known(t.partitions); !e.empty()) return rejected(e);
+      t.groups.clear();
+      for (size_t p = 0; p < t.partitions.size(); ++p)
+        t.groups.push_back(next_group_id_++);
       topics_[t.name] = std::move(t);
       return {};
     }
@@ -212,8 +215,10 @@ apply_result metadata_state::apply(std::span<const std::byte> command) {
         if (reps.size() != static_cast<size_t>(it->second.replication_factor))
           return rejected("a partition's replicas differ from the replication factor");
       if (auto e = replicas_known(added); !e.empty()) return rejected(e);
-      for (auto& reps : added)
+      for (auto& reps : added) {
         it->second.partitions.push_back(std::move(reps));
+        it->second.groups.push_back(next_group_id_++);
+      }
       return {};
     }
     case command_type::set_topic_config: {
@@ -249,12 +254,16 @@ std::vector<std::byte> metadata_state::snapshot() const {
   wire_writer w(out);
   w.put<uint32_t>(snapshot_version);
   w.put<int64_t>(next_producer_id_);
+  w.put<uint64_t>(next_group_id_);
   w.put<uint32_t>(static_cast<uint32_t>(brokers_.size()));
   for (const auto& [id, b] : brokers_)
     put_broker(w, b);
   w.put<uint32_t>(static_cast<uint32_t>(topics_.size()));
-  for (const auto& [name, t] : topics_)
+  for (const auto& [name, t] : topics_) {
     put_topic(w, t);
+    for (uint64_t g : t.groups)
+      w.put<uint64_t>(g);
+  }
   return out;
 }
 
@@ -263,6 +272,7 @@ bool metadata_state::restore(std::span<const std::byte> snapshot) {
   if (r.get<uint32_t>() != snapshot_version) return false;
   metadata_state next;
   next.next_producer_id_ = r.get<int64_t>();
+  next.next_group_id_ = r.get<uint64_t>();
   const uint32_t brokers = r.get_count(20);
   for (uint32_t i = 0; i < brokers && r.ok(); ++i) {
     broker_info b = get_broker(r);
@@ -271,6 +281,9 @@ bool metadata_state::restore(std::span<const std::byte> snapshot) {
   const uint32_t topics = r.get_count(24);
   for (uint32_t i = 0; i < topics && r.ok(); ++i) {
     topic_info t = get_topic(r);
+    if (t.partitions.size() * 8 > r.remaining()) r.fail();
+    for (size_t p = 0; p < t.partitions.size() && r.ok(); ++p)
+      t.groups.push_back(r.get<uint64_t>());
     next.topics_[t.name] = std::move(t);
   }
   if (!r.ok() || !r.at_end()) return false;

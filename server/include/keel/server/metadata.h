@@ -16,7 +16,9 @@
 //   create_partitions   str name, new partitions (replicas (i32 broker, u32 shard)*)*
 //   set_topic_config    str name, str key, str value ("" removes the key)
 //   allocate_producer_ids  i32 broker, i64 block size
-// Snapshot: u32 version (1), i64 next producer id, brokers*, topics* (as the commands encode them).
+// Snapshot: u32 version (1), i64 next producer id, u64 next group id, brokers*, topics* (as the
+// commands encode them, each followed by its group ids u64*).
+// Group 0 is the metadata group itself; partition groups are numbered from 1 in creation order.
 #pragma once
 
 #include <array>
@@ -62,6 +64,9 @@ struct topic_info {
   int16_t replication_factor = 1;
   std::map<std::string, std::string> configs;
   std::vector<std::vector<replica>> partitions;  // [partition] -> replicas; [0] is preferred leader
+  // [partition] -> the partition's Raft group id, assigned when the command applies (so every
+  // broker assigns the same ones); not part of the create commands.
+  std::vector<uint64_t> groups;
   bool operator==(const topic_info&) const = default;
 };
 
@@ -89,6 +94,7 @@ class metadata_state {
   const std::map<std::string, topic_info>& topics() const { return topics_; }
   const topic_info* topic(const std::string& name) const;
   int64_t next_producer_id() const { return next_producer_id_; }
+  uint64_t next_group_id() const { return next_group_id_; }
   bool operator==(const metadata_state&) const = default;
 
   // Leader side: replica sets for `partitions` new partitions of `replication_factor` replicas
@@ -102,6 +108,7 @@ class metadata_state {
   std::map<int32_t, broker_info> brokers_;
   std::map<std::string, topic_info> topics_;
   int64_t next_producer_id_ = 1000;
+  uint64_t next_group_id_ = 1;
 };
 
 // Command builders (leader side).
