@@ -136,6 +136,10 @@ void transport::drop(const std::shared_ptr<link>& l, uint64_t generation,
   // Whatever was mid-write is lost with the socket; Raft resends what matters.
   l->in_write.clear();
   if (was_up && on_link_) on_link_(l->peer, false);
+  if (l->peer < 0) {
+    links_.erase(l->peer);  // client sessions are not redialled
+    return;
+  }
   // Only a peer whose address is known is dialled (one known only by its inbound hello waits).
   if (config_.self < l->peer && !l->dialing && !l->host.empty()) dial(l);
 }
@@ -261,12 +265,15 @@ void transport::serve_inbound(tcp::socket socket) {
           }
           node_id peer;
           std::memcpy(&peer, f.payload.data(), 4);
-          if (peer == config_.self) {
+          if (peer == config_.self || peer == 0) {
             log_line("inbound connection from " + remote + " dropped: a bad hello");
             boost::system::error_code ignored;
             s->close(ignored);
             co_return;
           }
+          // A negative id is a client (the keel tool, a test): it gets a session id of its own,
+          // negative too, and its link ends with its connection.
+          if (peer < 0) peer = next_client_id_--;
           auto& l = links_[peer];
           if (!l) {
             l = std::make_shared<link>(io_);

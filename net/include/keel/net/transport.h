@@ -9,6 +9,9 @@
 // peer that sends garbage, an oversized frame, or vanishes mid-frame is dropped with a logged
 // reason; the transport keeps serving every other link.
 //
+// Clients (the keel tool, tests) connect like brokers but say hello with a negative id; each
+// connection becomes a session with its own negative id, reachable by send() until it closes.
+//
 // Threading: a transport belongs to one io_context and is touched only on its thread.
 #pragma once
 
@@ -87,6 +90,7 @@ class transport {
   std::map<node_id, std::shared_ptr<link>> links_;
   std::mt19937_64 jitter_;
   bool stopped_ = false;
+  node_id next_client_id_ = -1;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -1,0 +1,535 @@
+// keel: the command-line tool. `keel cluster up|down|status`, `keel topic create|delete|list`,
+// `keel produce`, `keel consume`. Run `keel help` for the flags.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "keel/net/admin_client.h"
+#include "keel/server/config.h"
+
+namespace fs = std::filesystem;
+using namespace keel;
+
+namespace {
+
+const char* help_text = R"(usage: keel <command> [flags]
+  cluster up     [--brokers N] [--data-dir DIR] [--kafka-port P] [--rpc-port P] [--shards N]
+                 [--flush POLICY] [--detach]
+                 start a local cluster (3 brokers, Kafka ports 9092.., RPC ports 19092.., data
+                 under ./data); stays in the foreground until Ctrl-C unless --detach
+  cluster down   [--data-dir DIR]             stop a detached cluster gracefully
+  cluster status [--bootstrap HOST:PORT] [--json]
+  topic create NAME [--partitions N] [--replication-factor N] [--bootstrap HOST:PORT]
+  topic delete NAME [--bootstrap HOST:PORT]
+  topic list     [--bootstrap HOST:PORT] [--json]
+  produce TOPIC [--partition N] [--acks -1|0|1] [--bootstrap HOST:PORT]
+                 one record per line of standard input
+  consume TOPIC [--partition N] [--from OFFSET] [--count N] [--bootstrap HOST:PORT]
+                 prints one payload per line
+The bootstrap address is a broker's RPC address (default 127.0.0.1:19092).
+)";
+
+struct flags {
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> named;
+  bool has(const std::string& k) const { return named.count(k) > 0; }
+  std::string get(const std::string& k, const std::string& d) const {
+    auto it = named.find(k);
+    return it == named.end() ? d : it->second;
+  }
+  long long get_int(const std::string& k, long long d) const {
+    auto it = named.find(k);
+    if (it == named.end()) return d;
+    try {
+      size_t used = 0;
+      long long v = std::stoll(it->second, &used);
+      if (used == it->second.size()) return v;
+    } catch (...) {
+    }
+    std::fprintf(stderr, "keel: --%s: expected an integer, got '%s'\n", k.c_str(),
+                 it->second.c_str());
+    std::exit(2);
+  }
+};
+
+flags parse(int argc, char** argv, int from) {
+  static const std::vector<std::string> switches = {"detach", "json"};
+  flags f;
+  for (int i = from; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--", 0) == 0) {
+      std::string name = a.substr(2), value = "true";
+      if (auto eq = name.find('='); eq != std::string::npos) {
+        value = name.substr(eq + 1);
+        name = name.substr(0, eq);
+      } else if (std::find(switches.begin(), switches.end(), name) == switches.end()) {
+        if (i + 1 >= argc) {
+          std::fprintf(stderr, "keel: --%s needs a value\n", name.c_str());
+          std::exit(2);
+        }
+        value = argv[++i];
+      }
+      f.named[name] = value;
+    } else {
+      f.positional.push_back(a);
+    }
+  }
+  return f;
+}
+
+[[noreturn]] void die(const std::string& message, int code = 1) {
+  std::fprintf(stderr, "keel: %s\n", message.c_str());
+  std::exit(code);
+}
+
+std::unique_ptr<net::admin_client> connect_to(const flags& f) {
+  auto hp = server::parse_host_port(f.get("bootstrap", "127.0.0.1:19092"));
+  if (!hp) die("--bootstrap: expected host:port", 2);
+  auto c = std::make_unique<net::admin_client>();
+  if (!c->connect(hp->host, hp->port)) die(c->error());
+  return c;
+}
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') out += '\\';
+    out += ch;
+  }
+  return out;
+}
+
+void print_cluster(const net::describe_cluster_response& d, bool json) {
+  if (json) {
+    std::printf("{\"controller\": %d, \"brokers\": [", d.controller);
+    for (size_t i = 0; i < d.brokers.size(); ++i) {
+      const auto& b = d.brokers[i];
+      std::printf("%s{\"id\": %d, \"kafka\": \"%s:%u\", \"rpc\": \"%s:%u\", \"alive\": %s}",
+                  i ? ", " : "", b.id, json_escape(b.kafka_host).c_str(), b.kafka_port,
+                  json_escape(b.rpc_host).c_str(), b.rpc_port, b.alive ? "true" : "false");
+    }
+    std::printf("], \"topics\": [");
+    for (size_t i = 0; i < d.topics.size(); ++i) {
+      const auto& t = d.topics[i];
+      std::printf("%s{\"name\": \"%s\", \"partitions\": [", i ? ", " : "",
+                  json_escape(t.name).c_str());
+      for (size_t j = 0; j < t.partitions.size(); ++j) {
+        const auto& p = t.partitions[j];
+        std::printf(
+            "%s{\"partition\": %d, \"group\": %llu, \"leader\": %d, \"leader_epoch\": %lld, "
+            "\"high_watermark\": %lld, \"replicas\": [",
+            j ? ", " : "", p.partition, static_cast<unsigned long long>(p.group), p.leader,
+            static_cast<long long>(p.leader_term), static_cast<long long>(p.high_watermark));
+        for (size_t k = 0; k < p.replicas.size(); ++k)
+          std::printf("%s%d", k ? ", " : "", p.replicas[k]);
+        std::printf("]}");
+      }
+      std::printf("]}");
+    }
+    std::printf("]}\n");
+    return;
+  }
+  std::printf("controller: %s\n",
+              d.controller >= 0 ? std::to_string(d.controller).c_str() : "none elected");
+  for (const auto& b : d.brokers)
+    std::printf("broker %d  kafka %s:%u  rpc %s:%u  %s\n", b.id, b.kafka_host.c_str(), b.kafka_port,
+                b.rpc_host.c_str(), b.rpc_port, b.alive ? "alive" : "unreachable");
+  for (const auto& t : d.topics) {
+    std::printf("topic %s\n", t.name.c_str());
+    for (const auto& p : t.partitions) {
+      std::string reps;
+      for (int32_t r : p.replicas)
+        reps += (reps.empty() ? "" : ",") + std::to_string(r);
+      std::printf("  partition %d  leader %d  epoch %lld  high watermark %lld  replicas %s\n",
+                  p.partition, p.leader, static_cast<long long>(p.leader_term),
+                  static_cast<long long>(p.high_watermark), reps.c_str());
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// cluster
+
+struct local_broker {
+  int id;
+  fs::path dir;
+  uint16_t kafka_port;
+  uint16_t rpc_port;
+};
+
+pid_t running_pid(const fs::path& dir) {
+  std::ifstream in(dir / "broker.pid");
+  pid_t pid = 0;
+  if (!(in >> pid) || pid <= 0) return 0;
+  if (::kill(pid, 0) != 0) return 0;
+  // A recycled pid is not our broker: it must be a keel-broker whose cwd-independent cmdline
+  // names this data dir.
+  std::ifstream cmd("/proc/" + std::to_string(pid) + "/cmdline");
+  std::string all((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
+  if (all.find("keel-broker") == std::string::npos) return 0;
+  return pid;
+}
+
+fs::path broker_binary() {
+  std::error_code ec;
+  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  const fs::path beside = self.parent_path() / "keel-broker";
+  if (!ec && fs::exists(beside)) return beside;
+  return "keel-broker";
+}
+
+pid_t spawn_broker(const local_broker& b, const std::string& seeds, const flags& f) {
+  fs::create_directories(b.dir);
+  std::vector<std::string> args = {broker_binary().string(),
+                                   "--node-id",
+                                   std::to_string(b.id),
+                                   "--data-dir",
+                                   fs::absolute(b.dir).string(),
+                                   "--kafka-listen",
+                                   "127.0.0.1:" + std::to_string(b.kafka_port),
+                                   "--rpc-listen",
+                                   "127.0.0.1:" + std::to_string(b.rpc_port),
+                                   "--seeds",
+                                   seeds};
+  if (f.has("shards")) args.insert(args.end(), {"--shards", f.get("shards", "")});
+  if (f.has("flush")) args.insert(args.end(), {"--flush", f.get("flush", "")});
+  const pid_t pid = ::fork();
+  if (pid < 0) die("fork failed");
+  if (pid == 0) {
+    ::setsid();  // Ctrl-C reaches the tool, which stops the brokers in order
+    const int log =
+        ::open((b.dir / "broker.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (log >= 0) {
+      ::dup2(log, 1);
+      ::dup2(log, 2);
+    }
+    const int null = ::open("/dev/null", O_RDONLY);
+    if (null >= 0) ::dup2(null, 0);
+    std::vector<char*> argv;
+    for (auto& a : args)
+      argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::execvp(argv[0], argv.data());
+    std::fprintf(stderr, "keel: cannot run %s\n", argv[0]);
+    ::_exit(127);
+  }
+  return pid;
+}
+
+bool cluster_ready(const std::vector<local_broker>& brokers, std::string& why) {
+  for (const auto& b : brokers) {
+    net::admin_client c;
+    if (!c.connect("127.0.0.1", b.rpc_port, std::chrono::milliseconds(300))) {
+      why = "broker " + std::to_string(b.id) + " is not listening yet";
+      return false;
+    }
+    c.set_timeout(std::chrono::milliseconds(1000));
+    auto d = c.describe_cluster();
+    if (!d) {
+      why = "broker " + std::to_string(b.id) + ": " + c.error();
+      return false;
+    }
+    if (d->controller < 0) {
+      why = "no controller elected yet";
+      return false;
+    }
+    size_t alive = 0;
+    for (const auto& x : d->brokers)
+      alive += x.alive;
+    if (alive < brokers.size()) {
+      why = std::to_string(alive) + " of " + std::to_string(brokers.size()) + " brokers registered";
+      return false;
+    }
+  }
+  return true;
+}
+
+void stop_pids(const std::vector<std::pair<int, pid_t>>& pids) {
+  for (auto& [id, pid] : pids)
+    ::kill(pid, SIGTERM);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (auto& [id, pid] : pids) {
+    while (::kill(pid, 0) == 0) {
+      int status;
+      ::waitpid(pid, &status, WNOHANG);
+      if (std::chrono::steady_clock::now() > deadline) {
+        std::fprintf(stderr, "keel: broker %d did not stop in 30 s: killed\n", id);
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    std::printf("broker %d stopped\n", id);
+  }
+}
+
+std::vector<local_broker> layout(const flags& f) {
+  const int n = static_cast<int>(f.get_int("brokers", 3));
+  if (n < 1 || n > 100) die("--brokers: expected 1 to 100", 2);
+  const int kafka = static_cast<int>(f.get_int("kafka-port", 9092));
+  const int rpc = static_cast<int>(f.get_int("rpc-port", 19092));
+  const fs::path data = f.get("data-dir", "./data");
+  std::vector<local_broker> out;
+  for (int i = 1; i <= n; ++i)
+    out.push_back({i, data / ("broker-" + std::to_string(i)), static_cast<uint16_t>(kafka + i - 1),
+                   static_cast<uint16_t>(rpc + i - 1)});
+  return out;
+}
+
+int cluster_up(const flags& f) {
+  auto brokers = layout(f);
+  std::string seeds;
+  for (size_t i = 0; i < brokers.size() && i < 3; ++i)
+    seeds += (i ? "," : "") + std::to_string(brokers[i].id) +
+             "@127.0.0.1:" + std::to_string(brokers[i].rpc_port);
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::vector<std::pair<int, pid_t>> pids;
+  for (const auto& b : brokers) {
+    if (pid_t running = running_pid(b.dir)) {
+      std::printf("broker %d already running (pid %d)\n", b.id, running);
+      pids.emplace_back(b.id, running);
+      continue;
+    }
+    pids.emplace_back(b.id, spawn_broker(b, seeds, f));
+    std::printf("broker %d starting (pid %d, log %s)\n", b.id, pids.back().second,
+                (b.dir / "broker.log").c_str());
+  }
+  std::fflush(stdout);
+  std::string why;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!cluster_ready(brokers, why)) {
+    for (auto& [id, pid] : pids) {
+      int status;
+      if (::waitpid(pid, &status, WNOHANG) == pid) {
+        std::fprintf(stderr, "keel: broker %d exited during start-up; see %s\n", id,
+                     (brokers[static_cast<size_t>(id - 1)].dir / "broker.log").c_str());
+        stop_pids(pids);
+        return 1;
+      }
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      std::fprintf(stderr, "keel: the cluster is not ready after 60 s: %s\n", why.c_str());
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::string bootstrap, rpc;
+  for (const auto& b : brokers) {
+    bootstrap +=
+        (bootstrap.empty() ? "" : ",") + std::string("127.0.0.1:") + std::to_string(b.kafka_port);
+    rpc += (rpc.empty() ? "" : ",") + std::string("127.0.0.1:") + std::to_string(b.rpc_port);
+  }
+  std::printf("\nKeel cluster ready: %zu brokers\n", brokers.size());
+  std::printf("  bootstrap servers: %s\n", bootstrap.c_str());
+  std::printf("  rpc (keel tool):   %s\n", rpc.c_str());
+  std::printf("\nTry:\n  keel topic create demo --partitions 6 --replication-factor %d\n",
+              static_cast<int>(std::min<size_t>(3, brokers.size())));
+  std::printf(
+      "  echo hello | keel produce demo --partition 0\n  keel consume demo --partition 0\n");
+  std::printf("  (kcat -b %s -L, -P and -C once the Kafka front end serves)\n", bootstrap.c_str());
+  if (f.has("detach")) {
+    std::printf("\ndetached; stop it with: keel cluster down --data-dir %s\n",
+                f.get("data-dir", "./data").c_str());
+    return 0;
+  }
+  std::printf("\nCtrl-C stops the cluster.\n");
+  std::fflush(stdout);
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  std::printf("stopping...\n");
+  stop_pids(pids);
+  return 0;
+}
+
+int cluster_down(const flags& f) {
+  const fs::path data = f.get("data-dir", "./data");
+  std::vector<std::pair<int, pid_t>> pids;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(data, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("broker-", 0) != 0) continue;
+    if (pid_t pid = running_pid(e.path())) pids.emplace_back(std::atoi(name.c_str() + 7), pid);
+  }
+  if (pids.empty()) {
+    std::printf("no running brokers under %s\n", data.c_str());
+    return 0;
+  }
+  stop_pids(pids);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+int topic(const flags& f) {
+  if (f.positional.size() < 2) die("topic: expected create, delete or list", 2);
+  const std::string& verb = f.positional[1];
+  auto client = connect_to(f);
+  auto& c = *client;
+  if (verb == "list") {
+    auto d = c.describe_cluster();
+    if (!d) die(c.error());
+    print_cluster(*d, f.has("json"));
+    return 0;
+  }
+  if (f.positional.size() < 3) die("topic " + verb + ": expected a topic name", 2);
+  const std::string name = f.positional[2];
+  std::optional<net::topic_response> r;
+  // The controller may be moving (an election): retry a few times on not_controller.
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    r = verb == "create"   ? c.create_topic(name, static_cast<int32_t>(f.get_int("partitions", 1)),
+                                            static_cast<int16_t>(f.get_int("replication-factor", 3)))
+        : verb == "delete" ? c.delete_topic(name)
+                           : (die("topic: unknown verb " + verb, 2), std::nullopt);
+    if (!r) die(c.error());
+    if (r->error != net::admin_error::not_controller && r->error != net::admin_error::timed_out)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  if (r->error != net::admin_error::none)
+    die(std::string(net::to_string(r->error)) + ": " + r->message);
+  std::printf("%s topic %s\n", verb == "create" ? "created" : "deleted", name.c_str());
+  return 0;
+}
+
+// Produce and fetch go to the partition's leader: follow the broker's hint (or the cluster's
+// view) to it, reconnecting, for a bounded number of tries.
+struct partition_client {
+  const flags& f;
+  std::unique_ptr<net::admin_client> client;
+  std::string topic;
+  int32_t partition;
+
+  bool move_to_leader(int32_t hint) {
+    auto d = client->describe_cluster();
+    if (!d) return false;
+    int32_t leader = hint;
+    if (leader < 0)
+      for (const auto& t : d->topics)
+        if (t.name == topic && partition < static_cast<int32_t>(t.partitions.size()))
+          leader = t.partitions[static_cast<size_t>(partition)].leader;
+    for (const auto& b : d->brokers) {
+      if (b.id != leader) continue;
+      auto next = std::make_unique<net::admin_client>();
+      if (!next->connect(b.rpc_host, b.rpc_port)) return false;
+      client = std::move(next);
+      return true;
+    }
+    return false;
+  }
+
+  template <class Call>
+  auto with_leader(Call call) {
+    for (int attempt = 0;; ++attempt) {
+      auto r = call(*client);
+      if (!r) die(client->error());
+      if (r->error != net::admin_error::not_leader || attempt >= 50) return r;
+      if (!move_to_leader(r->leader_hint))
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));  // an election is running
+    }
+  }
+};
+
+int produce(const flags& f) {
+  if (f.positional.size() < 2) die("produce: expected a topic", 2);
+  partition_client pc{f, connect_to(f), f.positional[1],
+                      static_cast<int32_t>(f.get_int("partition", 0))};
+  std::string line;
+  long long n = 0;
+  while (std::getline(std::cin, line)) {
+    net::produce_request req;
+    req.topic = pc.topic;
+    req.partition = pc.partition;
+    req.acks = static_cast<int16_t>(f.get_int("acks", -1));
+    auto bytes = std::as_bytes(std::span(line));
+    req.payload.assign(bytes.begin(), bytes.end());
+    auto r = pc.with_leader([&](net::admin_client& c) { return c.produce(req); });
+    if (r->error != net::admin_error::none)
+      die(std::string(net::to_string(r->error)) +
+          (r->leader_hint >= 0 ? " (leader is broker " + std::to_string(r->leader_hint) + ")"
+                               : ""));
+    ++n;
+  }
+  std::fprintf(stderr, "produced %lld records\n", n);
+  return 0;
+}
+
+int consume(const flags& f) {
+  if (f.positional.size() < 2) die("consume: expected a topic", 2);
+  partition_client pc{f, connect_to(f), f.positional[1],
+                      static_cast<int32_t>(f.get_int("partition", 0))};
+  net::fetch_request req;
+  req.topic = pc.topic;
+  req.partition = pc.partition;
+  req.offset = f.get_int("from", 0);
+  const long long want = f.get_int("count", -1);
+  long long got = 0;
+  for (;;) {
+    auto r = pc.with_leader([&](net::admin_client& c) { return c.fetch(req); });
+    if (r->error != net::admin_error::none)
+      die(std::string(net::to_string(r->error)) +
+          (r->leader_hint >= 0 ? " (leader is broker " + std::to_string(r->leader_hint) + ")"
+                               : ""));
+    for (const auto& b : r->batches) {
+      if (b.type == 1) {
+        std::fwrite(b.payload.data(), 1, b.payload.size(), stdout);
+        std::fputc('\n', stdout);
+        ++got;
+        if (want >= 0 && got >= want) return 0;
+      }
+      req.offset = b.last_offset + 1;
+    }
+    if (r->batches.empty()) {
+      if (want < 0) return 0;  // caught up
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ::signal(SIGPIPE, SIG_IGN);
+  if (argc < 2 || std::string(argv[1]) == "help" || std::string(argv[1]) == "--help") {
+    std::fputs(help_text, stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const flags f = parse(argc, argv, 1);
+  const std::string cmd = f.positional.empty() ? "" : f.positional[0];
+  if (cmd == "cluster") {
+    const std::string verb = f.positional.size() > 1 ? f.positional[1] : "";
+    if (verb == "up") return cluster_up(f);
+    if (verb == "down") return cluster_down(f);
+    if (verb == "status") {
+      auto client = connect_to(f);
+      auto& c = *client;
+      auto d = c.describe_cluster();
+      if (!d) die(c.error());
+      print_cluster(*d, f.has("json"));
+      return 0;
+    }
+    die("cluster: expected up, down or status", 2);
+  }
+  if (cmd == "topic") return topic(f);
+  if (cmd == "produce") return produce(f);
+  if (cmd == "consume") return consume(f);
+  std::fputs(help_text, stderr);
+  return 2;
+}

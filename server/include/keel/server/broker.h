@@ -1,0 +1,120 @@
+// broker: the composition root. Builds every part of a keel-broker from its configuration and
+// owns them: shards (threads with their io_context and io_ring), each shard's log manager and
+// partition replicas, and on shard 0 the inter-broker transport, the controller (metadata group)
+// and the routing of Raft messages and client requests.
+//
+// Threads: shard k's replicas are touched only on shard k. Shard 0 owns the transport, the
+// controller, the routing table (group -> shard), the leader table and client sessions. Work
+// crosses shards only by shard::post.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "keel/engine/log_manager.h"
+#include "keel/net/admin.h"
+#include "keel/net/transport.h"
+#include "keel/server/config.h"
+#include "keel/server/controller.h"
+#include "keel/server/partition_host.h"
+#include "keel/server/shard.h"
+
+namespace keel::server {
+
+class broker {
+ public:
+  // Throws std::runtime_error with a message naming what failed (start-up only).
+  explicit broker(broker_config config);
+  ~broker();
+  broker(const broker&) = delete;
+  broker& operator=(const broker&) = delete;
+
+  // Starts the shards and listeners; returns once the broker serves.
+  void start();
+  // Graceful stop: hands leaderships to caught-up followers, then closes every log cleanly.
+  // Safe from any thread; returns when the broker has stopped.
+  void stop();
+  uint16_t rpc_port() const { return rpc_port_; }
+
+ private:
+  struct replica_state {
+    std::string topic;
+    int32_t partition = 0;
+    std::vector<int32_t> replicas;
+    engine::log* log = nullptr;
+    std::unique_ptr<partition_host> host;
+  };
+  struct shard_state {
+    std::unique_ptr<shard> runner;
+    std::unique_ptr<engine::log_manager> logs;
+    std::unique_ptr<seeded_random> random;
+    std::map<uint64_t, replica_state> groups;
+  };
+  struct leader_entry {
+    int32_t leader = -1;
+    int64_t term = 0;
+    int64_t high_watermark = -1;
+    std::chrono::steady_clock::time_point seen;
+  };
+  struct desired_replica {
+    std::string topic;
+    int32_t partition;
+    std::vector<int32_t> replicas;
+    uint32_t shard;
+    std::map<std::string, std::string> configs;
+  };
+
+  // Shard 0.
+  void start_on_shard0();
+  void on_frame(net::node_id from, uint16_t type, std::span<const std::byte> payload);
+  void send_raft(raft::message m);
+  void flush_heartbeats();
+  void route_raft(const raft::message& m);
+  void tick_shard0();
+  void register_self();
+  void reconcile();
+  void on_controller_request(net::node_id from, std::span<const std::byte> payload);
+  void on_controller_response(std::span<const std::byte> payload);
+  void ask_controller(uint8_t kind, std::vector<std::byte> body,
+                      std::function<void(bool ok, const std::string& error)> done);
+  void handle_client(net::node_id session, uint16_t type, std::span<const std::byte> payload);
+  void on_leader_report(std::span<const std::byte> payload);
+  std::vector<int32_t> live_brokers() const;
+  int32_t leader_of(uint64_t group) const;
+
+  // Any shard.
+  raft::core_options core_options(uint64_t group) const;
+  engine::log_config log_config_for(const std::map<std::string, std::string>& configs) const;
+  void ensure_replica(unsigned shard, uint64_t group, desired_replica d);
+  void drop_replica(unsigned shard, uint64_t group);
+  void tick_shard(unsigned shard);
+  partition_host::message_sink sink_for(unsigned shard);
+
+  broker_config config_;
+  std::vector<shard_state> shards_;
+  uint16_t rpc_port_ = 0;
+
+  // Shard 0 only.
+  std::unique_ptr<net::transport> transport_;
+  std::unique_ptr<controller> controller_;
+  engine::log* metadata_log_ = nullptr;
+  std::map<uint64_t, unsigned> group_shard_;
+  std::map<uint64_t, leader_entry> leaders_;
+  std::map<int32_t, std::vector<raft::message>> heartbeat_requests_out_, heartbeat_responses_out_;
+  bool heartbeat_flush_scheduled_ = false;
+  std::map<uint64_t, std::function<void(bool, const std::string&)>> controller_waiters_;
+  uint64_t next_request_id_ = 1;
+  size_t seed_cursor_ = 0;
+  bool registered_ = false;
+  uint64_t shard0_ticks_ = 0;
+
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> stopped_{false};
+};
+
+}  // namespace keel::server

@@ -1,0 +1,798 @@
+#include "keel/server/broker.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <future>
+#include <stdexcept>
+
+#include "keel/net/wire.h"
+#include "keel/raft/codec.h"
+
+namespace keel::server {
+namespace {
+
+// Inter-broker frame types (net::transport::first_user_type and up).
+constexpr uint16_t raft_frame = 16;
+constexpr uint16_t heartbeat_frame = 17;
+constexpr uint16_t controller_request_frame = 18;
+constexpr uint16_t controller_response_frame = 19;
+constexpr uint16_t leader_report_frame = 20;
+
+// Controller request kinds.
+constexpr uint8_t kind_command = 1;
+constexpr uint8_t kind_create_topic = 2;
+constexpr uint8_t kind_delete_topic = 3;
+
+constexpr int leader_report_ticks = 20;
+constexpr int balance_ticks = 200;
+constexpr auto leader_entry_ttl = std::chrono::seconds(3);
+constexpr const char* metadata_log_name = "__cluster_metadata-0";
+
+void log_line(const std::string& s) {
+  std::fprintf(stderr, "keel: broker: %s\n", s.c_str());
+  std::fflush(stderr);
+}
+
+bool is_heartbeat(const raft::message& m) {
+  return std::holds_alternative<raft::heartbeat_request>(m.body) ||
+         std::holds_alternative<raft::heartbeat_response>(m.body);
+}
+
+std::string partition_log_name(const std::string& topic, int32_t partition) {
+  return topic + "-" + std::to_string(partition);
+}
+
+int64_t config_int(const std::map<std::string, std::string>& c, const char* key, int64_t fallback) {
+  auto it = c.find(key);
+  if (it == c.end()) return fallback;
+  try {
+    return std::stoll(it->second);
+  } catch (...) {
+    return fallback;
+  }
+}
+
+}  // namespace
+
+broker::broker(broker_config config) : config_(std::move(config)) {
+  if (auto e = config_.validate(); !e.empty()) throw std::runtime_error(e);
+  if (auto e = claim_data_dir(config_.data_dir, config_.node_id); !e.empty())
+    throw std::runtime_error(e);
+  shards_.resize(config_.shards);
+  for (unsigned k = 0; k < config_.shards; ++k) {
+    auto& s = shards_[k];
+    s.runner = std::make_unique<shard>(k, std::chrono::milliseconds(config_.tick_ms));
+    s.random = std::make_unique<seeded_random>(std::random_device{}() ^
+                                               (uint64_t(config_.node_id) << 32) ^ k);
+  }
+}
+
+broker::~broker() {
+  stop();
+}
+
+raft::core_options broker::core_options(uint64_t group) const {
+  raft::core_options o;
+  o.group = raft::group_id(group);
+  o.self = raft::node_id(static_cast<uint64_t>(config_.node_id));
+  o.election_ticks = config_.election_ticks;
+  o.heartbeat_ticks = std::max(1, config_.election_ticks / 10);
+  return o;
+}
+
+engine::log_config broker::log_config_for(const std::map<std::string, std::string>& configs) const {
+  engine::log_config c;
+  c.flush = config_.flush;
+  c.segment_bytes = static_cast<uint64_t>(
+      config_int(configs, "segment.bytes", static_cast<int64_t>(config_.segment_bytes)));
+  c.segment_ms = config_int(configs, "segment.ms", config_.segment_ms);
+  c.retention_ms = config_int(configs, "retention.ms", config_.retention_ms);
+  c.retention_bytes = config_int(configs, "retention.bytes", config_.retention_bytes);
+  return c;
+}
+
+partition_host::message_sink broker::sink_for(unsigned shard) {
+  if (shard == 0) return [this](raft::message m) { send_raft(std::move(m)); };
+  return [this](raft::message m) {
+    shards_[0].runner->post([this, m = std::move(m)]() mutable { send_raft(std::move(m)); });
+  };
+}
+
+void broker::start() {
+  // Every shard opens its logs first: recovery happens before any group stands for election.
+  for (unsigned k = 0; k < shards_.size(); ++k) {
+    auto& s = shards_[k];
+    engine::log_manager::options o;
+    o.data_dir = config_.data_dir + "/shard-" + std::to_string(k);
+    o.defaults = log_config_for({});
+    auto m = engine::log_manager::open(o, s.runner->ring());
+    if (!m) throw std::runtime_error("data-dir: " + m.err().describe());
+    s.logs = std::move(m).value();
+    s.runner->on_tick([this, k] { tick_shard(k); });
+  }
+  std::promise<std::string> started;
+  shards_[0].runner->post([this, &started] {
+    try {
+      start_on_shard0();
+      started.set_value({});
+    } catch (const std::exception& e) {
+      started.set_value(e.what());
+    }
+  });
+  for (auto& s : shards_)
+    s.runner->start();
+  if (auto e = started.get_future().get(); !e.empty()) throw std::runtime_error(e);
+  log_line("broker " + std::to_string(config_.node_id) + " serving: rpc " +
+           config_.rpc_address().to_string() + ", " + std::to_string(shards_.size()) + " shards");
+}
+
+void broker::start_on_shard0() {
+  auto& s0 = shards_[0];
+  net::transport_config tc;
+  tc.self = config_.node_id;
+  tc.listen_host = config_.rpc_listen.host;
+  tc.listen_port = config_.rpc_listen.port;
+  transport_ = std::make_unique<net::transport>(
+      s0.runner->io(), tc, [this](net::node_id from, uint16_t type, std::span<const std::byte> p) {
+        on_frame(from, type, p);
+      });
+  try {
+    transport_->listen();
+  } catch (const std::exception& e) {
+    throw std::runtime_error("rpc-listen: cannot listen on " + config_.rpc_listen.to_string() +
+                             ": " + e.what());
+  }
+  rpc_port_ = transport_->local_port();
+  for (const seed& sd : config_.seeds)
+    transport_->add_peer(sd.node_id, sd.rpc.host, sd.rpc.port);
+
+  auto l = s0.logs->open_log(metadata_log_name, log_config_for({}));
+  if (!l) throw std::runtime_error("data-dir: metadata log: " + l.err().describe());
+  metadata_log_ = *l;
+  raft::membership voters;
+  for (const seed& sd : config_.seeds)
+    voters.voters.push_back(raft::node_id(static_cast<uint64_t>(sd.node_id)));
+  voters.normalize();
+  auto c = controller::open(*metadata_log_, s0.runner->ring(), core_options(0), voters, sink_for(0),
+                            *s0.random);
+  if (!c) throw std::runtime_error("metadata group: " + c.err().describe());
+  controller_ = std::move(c).value();
+  controller_->on_change([this] { reconcile(); });
+  reconcile();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raft messages between brokers
+
+void broker::send_raft(raft::message m) {
+  const auto to = static_cast<int32_t>(m.to.value());
+  if (is_heartbeat(m)) {
+    // Heartbeats of every group to one broker go out as one frame at the end of this turn.
+    auto& q = std::holds_alternative<raft::heartbeat_request>(m.body)
+                  ? heartbeat_requests_out_[to]
+                  : heartbeat_responses_out_[to];
+    q.push_back(std::move(m));
+    if (!heartbeat_flush_scheduled_) {
+      heartbeat_flush_scheduled_ = true;
+      shards_[0].runner->post([this] { flush_heartbeats(); });
+    }
+    return;
+  }
+  const auto bytes = raft::codec::encode(m);
+  (void)transport_->send(to, raft_frame, bytes);  // a full queue drops it; Raft resends
+}
+
+void broker::flush_heartbeats() {
+  heartbeat_flush_scheduled_ = false;
+  for (auto* out : {&heartbeat_requests_out_, &heartbeat_responses_out_}) {
+    for (auto& [to, list] : *out) {
+      if (list.empty()) continue;
+      const auto bytes = raft::codec::encode_heartbeat_frame(list);
+      (void)transport_->send(to, heartbeat_frame, bytes);
+      list.clear();
+    }
+  }
+}
+
+void broker::route_raft(const raft::message& m) {
+  const uint64_t group = m.group.value();
+  if (group == 0) {
+    controller_->step(m);
+    return;
+  }
+  auto it = group_shard_.find(group);
+  if (it == group_shard_.end()) return;  // not (yet) hosted here; the sender retries
+  const unsigned k = it->second;
+  auto deliver = [this, k, m] {
+    auto g = shards_[k].groups.find(m.group.value());
+    if (g != shards_[k].groups.end() && g->second.host) g->second.host->step(m);
+  };
+  if (k == 0)
+    deliver();
+  else
+    shards_[k].runner->post(deliver);
+}
+
+void broker::on_frame(net::node_id from, uint16_t type, std::span<const std::byte> payload) {
+  if (from < 0) return handle_client(from, type, payload);
+  switch (type) {
+    case raft_frame: {
+      auto m = raft::codec::decode(payload);
+      if (!m)
+        return log_line("dropped a raft message from broker " + std::to_string(from) + ": " +
+                        m.err().describe());
+      return route_raft(*m);
+    }
+    case heartbeat_frame: {
+      auto list = raft::codec::decode_heartbeat_frame(payload);
+      if (!list)
+        return log_line("dropped heartbeats from broker " + std::to_string(from) + ": " +
+                        list.err().describe());
+      for (const auto& m : *list)
+        route_raft(m);
+      return;
+    }
+    case controller_request_frame:
+      return on_controller_request(from, payload);
+    case controller_response_frame:
+      return on_controller_response(payload);
+    case leader_report_frame:
+      return on_leader_report(payload);
+    default:
+      log_line("ignored frame type " + std::to_string(type) + " from broker " +
+               std::to_string(from));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Controller requests: registration and topic changes reach the controller from any broker.
+
+void broker::ask_controller(uint8_t kind, std::vector<std::byte> body,
+                            std::function<void(bool, const std::string&)> done) {
+  if (controller_->is_leader()) {
+    auto reply = [done](const apply_result& r) { done(r.ok, r.error); };
+    net::wire_reader r(body);
+    switch (kind) {
+      case kind_command:
+        return controller_->submit(std::move(body), reply);
+      case kind_create_topic: {
+        const std::string name = r.get_string(249);
+        const int32_t partitions = r.get<int32_t>();
+        const int16_t rf = r.get<int16_t>();
+        if (!r.ok()) return done(false, "malformed create_topic");
+        return controller_->create_topic(name, partitions, rf, {}, live_brokers(), reply);
+      }
+      case kind_delete_topic: {
+        const std::string name = r.get_string(249);
+        if (!r.ok()) return done(false, "malformed delete_topic");
+        if (!controller_->state().topic(name)) return done(false, "no topic " + name);
+        return controller_->submit(encode_delete_topic(name), reply);
+      }
+      default:
+        return done(false, "unknown controller request");
+    }
+  }
+  int32_t target = controller_->leader();
+  if (target < 0 || target == config_.node_id) {
+    target = config_.seeds[seed_cursor_++ % config_.seeds.size()].node_id;
+    if (target == config_.node_id) return done(false, "not_controller: no controller elected yet");
+  }
+  const uint64_t id = next_request_id_++;
+  std::vector<std::byte> frame;
+  net::wire_writer w(frame);
+  w.put<uint64_t>(id);
+  w.put<uint8_t>(kind);
+  w.put_bytes(body);
+  if (!transport_->send(target, controller_request_frame, frame))
+    return done(false, "not_controller: broker " + std::to_string(target) + " is unreachable");
+  controller_waiters_[id] = std::move(done);
+  // A request that gets no answer (a lost link, a crashed controller) fails after a bound.
+  auto timer =
+      std::make_shared<boost::asio::steady_timer>(shards_[0].runner->io(), std::chrono::seconds(5));
+  timer->async_wait([this, id, timer](const boost::system::error_code&) {
+    auto it = controller_waiters_.find(id);
+    if (it == controller_waiters_.end()) return;
+    auto fn = std::move(it->second);
+    controller_waiters_.erase(it);
+    fn(false, "timed_out: the controller did not answer");
+  });
+}
+
+void broker::on_controller_request(net::node_id from, std::span<const std::byte> payload) {
+  net::wire_reader r(payload);
+  const uint64_t id = r.get<uint64_t>();
+  const uint8_t kind = r.get<uint8_t>();
+  auto body = r.get_bytes(1 << 20);
+  if (!r.ok()) return log_line("malformed controller request from broker " + std::to_string(from));
+  auto answer = [this, from, id](bool ok, const std::string& error) {
+    std::vector<std::byte> out;
+    net::wire_writer w(out);
+    w.put<uint64_t>(id);
+    w.put<uint8_t>(ok);
+    w.put_string(error);
+    (void)transport_->send(from, controller_response_frame, out);
+  };
+  if (!controller_->is_leader()) {
+    const int32_t l = controller_->leader();
+    return answer(false, "not_controller: the controller is " + std::to_string(l));
+  }
+  ask_controller(kind, std::vector<std::byte>(body.begin(), body.end()), answer);
+}
+
+void broker::on_controller_response(std::span<const std::byte> payload) {
+  net::wire_reader r(payload);
+  const uint64_t id = r.get<uint64_t>();
+  const bool ok = r.get<uint8_t>() != 0;
+  const std::string error = r.get_string(1 << 16);
+  if (!r.ok()) return;
+  auto it = controller_waiters_.find(id);
+  if (it == controller_waiters_.end()) return;
+  auto fn = std::move(it->second);
+  controller_waiters_.erase(it);
+  fn(ok, error);
+}
+
+void broker::register_self() {
+  broker_info self{config_.node_id, config_.kafka_address(), config_.rpc_address(),
+                   static_cast<uint32_t>(shards_.size())};
+  auto it = controller_->state().brokers().find(config_.node_id);
+  if (it != controller_->state().brokers().end() && it->second == self) {
+    registered_ = true;
+    return;
+  }
+  ask_controller(kind_command, encode_register_broker(self), [](bool ok, const std::string& error) {
+    if (!ok && error.rfind("not_controller", 0) != 0)
+      log_line("registration not accepted yet: " + error);
+  });
+}
+
+std::vector<int32_t> broker::live_brokers() const {
+  std::vector<int32_t> out;
+  for (const auto& [id, b] : controller_->state().brokers())
+    if (id == config_.node_id || transport_->connected(id)) out.push_back(id);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Partitions: the metadata says which replicas this broker hosts; each shard follows it.
+
+void broker::reconcile() {
+  const metadata_state& m = controller_->state();
+  // Peers learnt from the metadata (brokers that are not seeds).
+  for (const auto& [id, b] : m.brokers())
+    transport_->add_peer(id, b.rpc.host, b.rpc.port);
+  // A registered broker outside the metadata group joins it as a learner (controller only).
+  if (controller_->is_leader()) {
+    raft::membership cfg = controller_->host().core().config();
+    bool add = false;
+    for (const auto& [id, b] : m.brokers()) {
+      const raft::node_id n(static_cast<uint64_t>(id));
+      if (!cfg.contains(n)) {
+        cfg.learners.push_back(n);
+        add = true;
+      }
+    }
+    if (add && cfg.normalize())
+      (void)controller_->host().core().propose_config(cfg), controller_->host().process_ready();
+  }
+  std::map<uint64_t, desired_replica> desired;
+  for (const auto& [name, t] : m.topics()) {
+    for (size_t p = 0; p < t.partitions.size(); ++p) {
+      const auto& reps = t.partitions[p];
+      for (const replica& r : reps) {
+        if (r.broker != config_.node_id) continue;
+        desired_replica d{name,
+                          static_cast<int32_t>(p),
+                          {},
+                          r.shard % static_cast<uint32_t>(shards_.size()),
+                          t.configs};
+        for (const replica& x : reps)
+          d.replicas.push_back(x.broker);
+        desired.emplace(t.groups[p], std::move(d));
+      }
+    }
+  }
+  for (auto it = group_shard_.begin(); it != group_shard_.end();) {
+    if (!desired.count(it->first)) {
+      const unsigned k = it->second;
+      const uint64_t g = it->first;
+      shards_[k].runner->post([this, k, g] { drop_replica(k, g); });
+      it = group_shard_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& [g, d] : desired) {
+    if (group_shard_.count(g)) continue;
+    const unsigned k = d.shard;
+    group_shard_[g] = k;
+    auto work = [this, k, g = g, d = d]() mutable { ensure_replica(k, g, std::move(d)); };
+    if (k == 0)
+      work();
+    else
+      shards_[k].runner->post(std::move(work));
+  }
+}
+
+void broker::ensure_replica(unsigned k, uint64_t group, desired_replica d) {
+  auto& s = shards_[k];
+  if (s.groups.count(group)) return;
+  auto l = s.logs->open_log(partition_log_name(d.topic, d.partition), log_config_for(d.configs));
+  if (!l)
+    return log_line("cannot open the log of " + d.topic + "-" + std::to_string(d.partition) + ": " +
+                    l.err().describe());
+  partition_host_options o;
+  o.core = core_options(group);
+  for (int32_t r : d.replicas)
+    o.initial_config.voters.push_back(raft::node_id(static_cast<uint64_t>(r)));
+  o.initial_config.normalize();
+  auto h = partition_host::open(**l, s.runner->ring(), std::move(o), sink_for(k), *s.random);
+  if (!h)
+    return log_line("cannot start raft group " + std::to_string(group) + ": " + h.err().describe());
+  replica_state rs;
+  rs.topic = d.topic;
+  rs.partition = d.partition;
+  rs.replicas = d.replicas;
+  rs.log = *l;
+  rs.host = std::move(h).value();
+  s.groups.emplace(group, std::move(rs));
+}
+
+void broker::drop_replica(unsigned k, uint64_t group) {
+  auto& s = shards_[k];
+  auto it = s.groups.find(group);
+  if (it == s.groups.end()) return;
+  const std::string name = partition_log_name(it->second.topic, it->second.partition);
+  it->second.host.reset();
+  s.groups.erase(it);
+  if (auto r = s.logs->remove(name); !r)
+    log_line("cannot delete log " + name + ": " + r.err().describe());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ticks, leader reports, leader balancing
+
+void broker::tick_shard(unsigned k) {
+  auto& s = shards_[k];
+  if (k == 0) tick_shard0();
+  for (auto& [g, r] : s.groups)
+    r.host->tick();
+  s.logs->tick();
+  const uint64_t ticks = s.runner->ticks();
+  if (ticks % leader_report_ticks == 0) {
+    std::vector<std::tuple<uint64_t, int64_t, int64_t>> led;
+    for (auto& [g, r] : s.groups)
+      if (r.host->is_leader())
+        led.emplace_back(g, r.host->core().term().value(), r.host->high_watermark().value());
+    auto publish = [this, led = std::move(led)] {
+      std::vector<std::byte> out;
+      net::wire_writer w(out);
+      w.put<int32_t>(config_.node_id);
+      w.put<uint32_t>(static_cast<uint32_t>(led.size()));
+      for (auto& [g, t, hw] : led) {
+        w.put<uint64_t>(g);
+        w.put<int64_t>(t);
+        w.put<int64_t>(hw);
+      }
+      on_leader_report(out);
+      for (const auto& [id, b] : controller_->state().brokers())
+        if (id != config_.node_id) (void)transport_->send(id, leader_report_frame, out);
+    };
+    if (k == 0)
+      publish();
+    else
+      shards_[0].runner->post(std::move(publish));
+  }
+  if (ticks % balance_ticks == 0 && !stopping_) {
+    // Leader balancing: a leader that is not its partition's preferred replica hands over to it
+    // once that replica has caught up.
+    for (auto& [g, r] : s.groups) {
+      if (!r.host->is_leader() || r.replicas.empty() || r.replicas.front() == config_.node_id)
+        continue;
+      const raft::node_id preferred(static_cast<uint64_t>(r.replicas.front()));
+      const raft::progress* p = r.host->core().progress_of(preferred);
+      if (p && p->match == r.host->core().log().last())
+        (void)r.host->transfer_leadership(preferred);
+    }
+  }
+}
+
+void broker::tick_shard0() {
+  ++shard0_ticks_;
+  controller_->tick();
+  if (!registered_ && shard0_ticks_ % 10 == 0) register_self();
+  if (registered_ && shard0_ticks_ % 500 == 0) registered_ = false;  // re-check now and then
+}
+
+void broker::on_leader_report(std::span<const std::byte> payload) {
+  net::wire_reader r(payload);
+  const int32_t from = r.get<int32_t>();
+  const uint32_t n = r.get_count(24);
+  const auto now = std::chrono::steady_clock::now();
+  for (uint32_t i = 0; i < n && r.ok(); ++i) {
+    const uint64_t g = r.get<uint64_t>();
+    const int64_t term = r.get<int64_t>();
+    const int64_t hw = r.get<int64_t>();
+    auto& e = leaders_[g];
+    if (term >= e.term || now - e.seen > leader_entry_ttl) e = leader_entry{from, term, hw, now};
+  }
+}
+
+int32_t broker::leader_of(uint64_t group) const {
+  auto it = leaders_.find(group);
+  if (it == leaders_.end() || std::chrono::steady_clock::now() - it->second.seen > leader_entry_ttl)
+    return -1;
+  return it->second.leader;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client requests (the keel tool, tests)
+
+void broker::handle_client(net::node_id session, uint16_t type,
+                           std::span<const std::byte> payload) {
+  using net::admin_error;
+  using net::admin_type;
+  auto reply = [this, session](admin_type t, const std::vector<std::byte>& bytes) {
+    (void)transport_->send(session, static_cast<uint16_t>(t), bytes);
+  };
+  switch (static_cast<admin_type>(type)) {
+    case admin_type::describe_cluster_request: {
+      auto c = net::decode_correlation(payload);
+      if (!c) return;
+      net::describe_cluster_response out;
+      out.correlation = *c;
+      out.controller = controller_->leader();
+      const metadata_state& m = controller_->state();
+      for (const auto& [id, b] : m.brokers())
+        out.brokers.push_back({id, b.kafka.host, b.kafka.port, b.rpc.host, b.rpc.port,
+                               id == config_.node_id || transport_->connected(id)});
+      for (const auto& [name, t] : m.topics()) {
+        net::topic_status ts;
+        ts.name = name;
+        for (size_t p = 0; p < t.partitions.size(); ++p) {
+          net::partition_status ps;
+          ps.partition = static_cast<int32_t>(p);
+          ps.group = t.groups[p];
+          for (const replica& r : t.partitions[p])
+            ps.replicas.push_back(r.broker);
+          if (auto it = leaders_.find(t.groups[p]);
+              it != leaders_.end() && leader_of(t.groups[p]) >= 0) {
+            ps.leader = it->second.leader;
+            ps.leader_term = it->second.term;
+            ps.high_watermark = it->second.high_watermark;
+          }
+          ts.partitions.push_back(std::move(ps));
+        }
+        out.topics.push_back(std::move(ts));
+      }
+      return reply(admin_type::describe_cluster_response, net::encode(out));
+    }
+    case admin_type::create_topic_request:
+    case admin_type::delete_topic_request: {
+      const bool create = static_cast<admin_type>(type) == admin_type::create_topic_request;
+      uint64_t correlation = 0;
+      std::vector<std::byte> body;
+      net::wire_writer w(body);
+      if (create) {
+        auto req = net::decode_create_topic_request(payload);
+        if (!req) return;
+        correlation = req->correlation;
+        w.put_string(req->name);
+        w.put<int32_t>(req->partitions);
+        w.put<int16_t>(req->replication_factor);
+      } else {
+        auto req = net::decode_delete_topic_request(payload);
+        if (!req) return;
+        correlation = req->first;
+        w.put_string(req->second);
+      }
+      ask_controller(create ? kind_create_topic : kind_delete_topic, std::move(body),
+                     [reply, correlation](bool ok, const std::string& error) {
+                       net::topic_response r;
+                       r.correlation = correlation;
+                       if (!ok) {
+                         r.message = error;
+                         r.error = error.find("already exists") != std::string::npos
+                                       ? admin_error::topic_exists
+                                   : error.find("available brokers") != std::string::npos
+                                       ? admin_error::not_enough_brokers
+                                   : error.find("no topic") != std::string::npos
+                                       ? admin_error::unknown_topic
+                                   : error.rfind("not_controller", 0) == 0 ||
+                                           error.find("not the controller") != std::string::npos ||
+                                           error.find("not committed") != std::string::npos
+                                       ? admin_error::not_controller
+                                   : error.rfind("timed_out", 0) == 0
+                                       ? admin_error::timed_out
+                                       : admin_error::invalid_request;
+                       }
+                       reply(admin_type::topic_response, net::encode(r));
+                     });
+      return;
+    }
+    case admin_type::produce_request:
+    case admin_type::fetch_request: {
+      const bool produce = static_cast<admin_type>(type) == admin_type::produce_request;
+      std::optional<net::produce_request> preq;
+      std::optional<net::fetch_request> freq;
+      std::string topic;
+      int32_t partition = 0;
+      uint64_t correlation = 0;
+      if (produce) {
+        preq = net::decode_produce_request(payload);
+        if (!preq) return;
+        topic = preq->topic, partition = preq->partition, correlation = preq->correlation;
+      } else {
+        freq = net::decode_fetch_request(payload);
+        if (!freq) return;
+        topic = freq->topic, partition = freq->partition, correlation = freq->correlation;
+      }
+      const topic_info* t = controller_->state().topic(topic);
+      auto fail = [&](admin_error e, int32_t hint) {
+        if (produce) {
+          if (preq->acks == 0) return;
+          net::produce_response r{correlation, e, hint, -1};
+          reply(admin_type::produce_response, net::encode(r));
+        } else {
+          net::fetch_response r;
+          r.correlation = correlation;
+          r.error = e;
+          r.leader_hint = hint;
+          reply(admin_type::fetch_response, net::encode(r));
+        }
+      };
+      if (!t || partition < 0 || static_cast<size_t>(partition) >= t->partitions.size())
+        return fail(admin_error::unknown_topic, -1);
+      const uint64_t group = t->groups[static_cast<size_t>(partition)];
+      auto where = group_shard_.find(group);
+      if (where == group_shard_.end()) return fail(admin_error::not_leader, leader_of(group));
+      const unsigned k = where->second;
+      // The partition's shard does the work; the answer comes back to shard 0's session.
+      auto back = [this, reply](net::admin_type at, std::vector<std::byte> bytes) {
+        shards_[0].runner->post([reply, at, bytes = std::move(bytes)] { reply(at, bytes); });
+      };
+      const int32_t hint = leader_of(group);
+      auto work = [this, k, group, produce, preq = std::move(preq), freq = std::move(freq), back,
+                   hint]() mutable {
+        auto it = shards_[k].groups.find(group);
+        if (produce) {
+          net::produce_response r{preq->correlation, admin_error::none, -1, -1};
+          if (it == shards_[k].groups.end() || !it->second.host->is_leader()) {
+            r.error = admin_error::not_leader;
+            r.leader_hint = it == shards_[k].groups.end()
+                                ? hint
+                                : static_cast<int32_t>(it->second.host->core().leader().value());
+            if (r.leader_hint == 0) r.leader_hint = -1;  // raft's node 0 is nobody
+            if (preq->acks != 0) back(admin_type::produce_response, net::encode(r));
+            return;
+          }
+          const int16_t acks = preq->acks;
+          auto b = it->second.host->propose(raft::batch_type::data, preq->offset_count,
+                                            raft::shared_bytes(std::move(preq->payload)),
+                                            [r, back, acks](const proposal_outcome& o) mutable {
+                                              if (acks == 0) return;
+                                              r.error = o.committed ? admin_error::none
+                                                                    : admin_error::not_leader;
+                                              r.base_offset = o.base.value();
+                                              back(admin_type::produce_response, net::encode(r));
+                                            });
+          if (!b && acks != 0) {
+            r.error = admin_error::not_leader;
+            back(admin_type::produce_response, net::encode(r));
+          }
+          return;
+        }
+        net::fetch_response r;
+        r.correlation = freq->correlation;
+        // Reads are served by the leader: a follower's commit index may lag the leader's.
+        if (it != shards_[k].groups.end() && !it->second.host->is_leader()) {
+          r.error = admin_error::not_leader;
+          r.leader_hint = static_cast<int32_t>(it->second.host->core().leader().value());
+          if (r.leader_hint == 0) r.leader_hint = -1;
+          return back(admin_type::fetch_response, net::encode(r));
+        }
+        if (it == shards_[k].groups.end()) {
+          r.error = admin_error::not_leader;
+          r.leader_hint = hint;
+          return back(admin_type::fetch_response, net::encode(r));
+        }
+        partition_host& h = *it->second.host;
+        r.high_watermark = h.high_watermark().value();
+        r.log_start = h.log().log_start().value();
+        if (freq->offset < r.log_start || freq->offset > r.high_watermark + 1) {
+          r.error = admin_error::offset_out_of_range;
+          return back(admin_type::fetch_response, net::encode(r));
+        }
+        auto read = h.log().read(engine::offset(freq->offset), freq->max_bytes,
+                                 to_engine(h.high_watermark()));
+        if (!read) {
+          r.error = admin_error::storage_error;
+          return back(admin_type::fetch_response, net::encode(r));
+        }
+        for (const auto& v : read->batches) {
+          auto p = v.payload();
+          r.batches.push_back({v.header.base_offset.value(), v.header.last_offset.value(),
+                               v.header.term.value(), v.header.type,
+                               std::vector<std::byte>(p.begin(), p.end())});
+        }
+        back(admin_type::fetch_response, net::encode(r));
+      };
+      if (k == 0)
+        work();
+      else
+        shards_[k].runner->post(std::move(work));
+      return;
+    }
+    default:
+      log_line("ignored client frame type " + std::to_string(type));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stop
+
+void broker::stop() {
+  if (stopped_.exchange(true)) return;
+  stopping_ = true;
+  if (!shards_.empty() && shards_[0].runner && controller_) {
+    // Hand leaderships to caught-up followers so clients see a short move, not an election.
+    for (unsigned k = 0; k < shards_.size(); ++k) {
+      shards_[k].runner->post([this, k] {
+        auto transfer = [](partition_host& h) {
+          if (!h.is_leader()) return;
+          for (raft::node_id n : h.core().config().voters) {
+            if (n == h.core().self()) continue;
+            const raft::progress* p = h.core().progress_of(n);
+            if (p && p->match == h.core().log().last()) {
+              (void)h.transfer_leadership(n);
+              return;
+            }
+          }
+        };
+        for (auto& [g, r] : shards_[k].groups)
+          transfer(*r.host);
+        if (k == 0) transfer(controller_->host());
+      });
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::promise<bool> any;
+      std::atomic<int> leading{0};
+      std::atomic<unsigned> answered{0};
+      for (unsigned k = 0; k < shards_.size(); ++k) {
+        shards_[k].runner->post([&, k] {
+          for (auto& [g, r] : shards_[k].groups)
+            leading += r.host->is_leader();
+          if (k == 0 && controller_->is_leader() &&
+              controller_->host().core().config().voters.size() > 1)
+            ++leading;
+          if (++answered == shards_.size()) any.set_value(leading > 0);
+        });
+      }
+      if (!any.get_future().get()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  for (unsigned k = shards_.size(); k-- > 0;) {
+    auto& s = shards_[k];
+    if (!s.runner) continue;
+    s.runner->stop([this, k] {
+      auto& st = shards_[k];
+      for (auto& [g, r] : st.groups)
+        r.host.reset();
+      st.groups.clear();
+      if (k == 0) {
+        controller_.reset();
+        if (transport_) transport_->stop();
+      }
+      if (st.logs) {
+        if (auto r = st.logs->close(); !r) log_line("closing logs: " + r.err().describe());
+        st.logs.reset();
+      }
+    });
+  }
+  transport_.reset();
+}
+
+}  // namespace keel::server
