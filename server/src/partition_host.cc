@@ -42,10 +42,10 @@ partition_host::partition_host(engine::log& log, engine::io_ring& ring,
     : log_(log), ring_(ring), options_(std::move(options)), sink_(std::move(sink)) {}
 
 partition_host::~partition_host() {
+  // Writes in flight call back into this host: let them finish while it still exists. Anything
+  // not even issued yet (the log's own staged chains) finds the host gone through alive_.
+  while (pending_ > 0 && ring_.in_flight() > 0) ring_.wait();
   *alive_ = false;
-  // Writes in flight call back into this host: let them finish while it still exists.
-  while (pending_ > 0)
-    ring_.wait();
   fail_proposals("the partition is closing");
 }
 
