@@ -1,0 +1,135 @@
+"""A local Keel cluster of real keel-broker processes, driven through the keel tool.
+
+Shared by the multi-process tests: starts `keel cluster up --detach` in a temporary data
+directory on free ports, and offers the operations the tests need (topics, produce, consume,
+kill -9, restart, status).
+"""
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+
+def free_port_base(count):
+    """A base port with `count` consecutive free ports for Kafka and `count` more for RPC."""
+    for _ in range(200):
+        base = random.randint(20000, 50000)
+        ok = True
+        for p in list(range(base, base + count)) + list(range(base + 1000, base + 1000 + count)):
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                ok = False
+            finally:
+                s.close()
+        if ok:
+            return base
+    raise RuntimeError("no free ports")
+
+
+class Cluster:
+    def __init__(self, bin_dir, brokers=3, shards=2):
+        self.keel = os.path.join(bin_dir, "keel")
+        self.brokers = brokers
+        self.shards = shards
+        self.data_dir = tempfile.mkdtemp(prefix="keel-cluster-")
+        self.kafka_base = free_port_base(brokers)
+        self.rpc_base = self.kafka_base + 1000
+
+    # -- processes -----------------------------------------------------------------------------
+    def up(self, timeout=90):
+        out = self.run("cluster", "up", "--detach", "--brokers", str(self.brokers),
+                       "--data-dir", self.data_dir, "--kafka-port", str(self.kafka_base),
+                       "--rpc-port", str(self.rpc_base), "--shards", str(self.shards),
+                       timeout=timeout)
+        assert "ready" in out, out
+        return out
+
+    def down(self):
+        return self.run("cluster", "down", "--data-dir", self.data_dir, timeout=120)
+
+    def pid(self, broker):
+        with open(os.path.join(self.data_dir, f"broker-{broker}", "broker.pid")) as f:
+            return int(f.read().strip())
+
+    def kill9(self, broker):
+        pid = self.pid(broker)
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+    def rpc(self, broker):
+        return f"127.0.0.1:{self.rpc_base + broker - 1}"
+
+    def cleanup(self):
+        try:
+            self.down()
+        finally:
+            for b in range(1, self.brokers + 1):
+                try:
+                    os.kill(self.pid(b), signal.SIGKILL)
+                except Exception:
+                    pass
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def log_tail(self, broker, lines=30):
+        path = os.path.join(self.data_dir, f"broker-{broker}", "broker.log")
+        try:
+            with open(path) as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return ""
+
+    # -- the keel tool -------------------------------------------------------------------------
+    def run(self, *args, stdin=None, timeout=60, check=True):
+        p = subprocess.run([self.keel, *args], input=stdin, capture_output=True, text=True,
+                           timeout=timeout)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"keel {' '.join(args)} failed ({p.returncode}): {p.stderr}{p.stdout}")
+        return p.stdout
+
+    def status(self, via):
+        return json.loads(self.run("cluster", "status", "--json", "--bootstrap", self.rpc(via)))
+
+    def create_topic(self, name, partitions, rf, via=1):
+        return self.run("topic", "create", name, "--partitions", str(partitions),
+                        "--replication-factor", str(rf), "--bootstrap", self.rpc(via))
+
+    def produce(self, topic, partition, lines, via=1):
+        return self.run("produce", topic, "--partition", str(partition), "--bootstrap",
+                        self.rpc(via), stdin="".join(l + "\n" for l in lines), timeout=120)
+
+    def consume(self, topic, partition, via=1):
+        out = self.run("consume", topic, "--partition", str(partition), "--bootstrap",
+                       self.rpc(via), timeout=120)
+        return out.splitlines()
+
+    def leaders(self, topic, via):
+        st = self.status(via)
+        for t in st["topics"]:
+            if t["name"] == topic:
+                return [p["leader"] for p in t["partitions"]]
+        return None
+
+    def wait_for(self, what, predicate, timeout=30):
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            try:
+                last = predicate()
+                if last:
+                    return last
+            except Exception as e:  # a broker may be restarting
+                last = e
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}; last: {last}")
