@@ -389,6 +389,9 @@ status log::recover() {
     segments_.push_back(std::move(seg).value());
   }
   written_ = durable_ = next_offset_.prev();
+  // A reopened segment's age counts from this open (the time of its first append is not on
+  // disk); left unset, every reopened segment would roll at its first append.
+  if (segments_.back()->size() > 0) segments_.back()->set_first_append_ms(now());
   if (log_start_ > next_offset_) {
     // A reset beyond the end that crashed before its new segment existed.
     return truncate_prefix(log_start_);
@@ -845,6 +848,7 @@ status log::truncate_suffix(offset from) {
     auto reopened = segment::open_active(dir_, keep->base(), config_, keep->size());
     if (!reopened) return std::move(reopened).err();
     keep = std::move(reopened).value();
+    keep->set_first_append_ms(now());  // as at open: its age counts from its reopening
     segments_.back() = keep;
   }
   const uint64_t old_size = keep->size();
