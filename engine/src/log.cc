@@ -468,8 +468,13 @@ result<append_ack> log::append(const batch_spec& batch, append_callback done) {
   const std::shared_ptr<segment>* active = &segments_.back();
   const uint64_t size = (*active)->size();
   const bool too_old = size > 0 && now() - (*active)->first_append_ms() >= config_.segment_ms;
-  if ((size > 0 && size + stored > config_.segment_bytes) || too_old ||
-      size + stored > (*active)->reserve()) {
+  if (size == 0 && stored > (*active)->reserve()) {
+    if (auto s = (*active)->grow_reserve(stored); !s) {
+      fail(s.err());
+      return s.err();
+    }
+  } else if ((size > 0 && size + stored > config_.segment_bytes) || too_old ||
+             size + stored > (*active)->reserve()) {
     if (auto s = roll(std::max<uint64_t>(config_.segment_bytes, stored)); !s) {
       fail(s.err());
       return s.err();

@@ -155,6 +155,17 @@ status segment::repair_unsealed_tail() {
   return ensure_mapped();  // re-checks the index against the new size, rebuilding it if needed
 }
 
+status segment::grow_reserve(uint64_t bytes) {
+  KEEL_ASSERT(active() && size_ == 0, "only an empty active segment grows its reserve");
+  if (bytes <= reserve_) return ok_status();
+  const uint64_t reserve = round_up_pages(bytes);
+  auto map = file_map::map(fd_, reserve, false, path(".log"));
+  if (!map) return std::move(map).err();
+  map_ = std::move(map).value();  // readers' views keep the old map
+  reserve_ = reserve;
+  return ok_status();
+}
+
 void segment::unmap() {
   KEEL_ASSERT(!active(), "the active segment stays mapped");
   map_.reset();

@@ -53,6 +53,9 @@ class segment {
   uint64_t reserve() const { return reserve_; }
   uint64_t allocated() const { return allocated_; }
   void set_allocated(uint64_t bytes) { allocated_ = bytes; }
+  // Widens the map of an empty active segment to `bytes` for a batch larger than its reserve
+  // (rolling instead would create a second segment with the same base offset).
+  status grow_reserve(uint64_t bytes);
   std::string path(const char* extension) const;  // dir/<base><extension>
 
   // Active-segment bookkeeping for an append of `header` at position size().
