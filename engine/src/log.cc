@@ -907,6 +907,14 @@ status log::truncate_prefix(offset new_start) {
     check_offsets();
     return ok_status();
   }
+  // A rolled segment whose last write chain has not completed is still written to, synced and
+  // then sealed through its descriptor: let that finish before its files go.
+  for (size_t i = 0; i + 1 < segments_.size() && segments_[i + 1]->base() <= new_start; ++i) {
+    if (segments_[i]->active()) {
+      wait_idle();
+      break;
+    }
+  }
   // The start is persisted first: a crash part-way leaves segments that open() deletes.
   if (auto s = persist_log_start(new_start); !s) return s;
   log_start_ = new_start;
