@@ -39,10 +39,19 @@ std::string segment::path(const char* extension) const {
 }
 
 status segment::map_indexes(bool writable, const log_config* config) {
-  const size_t capacity = config ? config->index_max_bytes : 0;
-  auto index = index_file::open(path(".index"), offset_entry_bytes, capacity, writable);
+  // An entry is added per index_interval_bytes of batches at most, so a segment never needs
+  // more than reserve / interval entries: preallocate that much, up to index_max_bytes.
+  size_t index_capacity = 0, time_capacity = 0;
+  if (config) {
+    const uint64_t entries = reserve_ / config->index_interval_bytes + 2;
+    index_capacity =
+        std::min<uint64_t>(config->index_max_bytes, round_up_pages(entries * offset_entry_bytes));
+    time_capacity =
+        std::min<uint64_t>(config->index_max_bytes, round_up_pages(entries * time_entry_bytes));
+  }
+  auto index = index_file::open(path(".index"), offset_entry_bytes, index_capacity, writable);
   if (!index) return std::move(index).err();
-  auto times = index_file::open(path(".timeindex"), time_entry_bytes, capacity, writable);
+  auto times = index_file::open(path(".timeindex"), time_entry_bytes, time_capacity, writable);
   if (!times) return std::move(times).err();
   index_ = offset_index(std::move(index).value(), base_);
   time_index_ = time_index(std::move(times).value(), base_);
