@@ -87,6 +87,19 @@ bool parse_segment_name(const char* name, offset& base) {
   return true;
 }
 
+// Whether a segment's .log starts with a batch header. An I/O error counts as yes, so the
+// caller's open of the segment reports it.
+bool starts_with_batch(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return true;
+  std::byte buf[batch_header_size];
+  const ssize_t n = ::pread(fd, buf, sizeof buf, 0);
+  ::close(fd);
+  if (n < 0) return true;
+  batch_header h;
+  return n == static_cast<ssize_t>(sizeof buf) && decode_batch_header(buf, h) == header_check::ok;
+}
+
 int64_t system_now_ms() {
   using namespace std::chrono;
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
@@ -317,6 +330,24 @@ status log::recover() {
     auto s = segment::open_closed(dir_, bases.front(), 0);
     if (auto r = s->remove_files(); !r) return r;
     bases.erase(bases.begin());
+  }
+  // 4b. After an unclean stop, a last segment that holds no batch is what an interrupted roll
+  // leaves: roll() creates the new segment before the rolled one's last write chain has
+  // reached the disk (or the new segment's indexes could not be created). Continuing from its
+  // base would leave a gap after the rolled segment's real end, so it goes, and the rolled
+  // segment is recovered as the active one.
+  bool removed_empty = false;
+  while (!marker && bases.size() > 1 && bases.back() > log_start_ &&
+         !starts_with_batch(dir_ + "/" + segment_file_stem(bases.back()) + ".log")) {
+    warn(dir_ + "/" + segment_file_stem(bases.back()) +
+         ".log: an empty segment left by an interrupted roll; deleted");
+    auto s = segment::open_closed(dir_, bases.back(), 0);
+    if (auto r = s->remove_files(); !r) return r;
+    bases.pop_back();
+    removed_empty = true;
+  }
+  if (removed_empty) {
+    if (auto s = sync_directory(); !s) return s;
   }
   if (bases.empty()) {
     auto seg = segment::create(dir_, log_start_, config_, config_.segment_bytes);

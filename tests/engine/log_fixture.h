@@ -6,7 +6,7 @@
 namespace keel::engine::test {
 
 class log_fixture : public ::testing::Test {
- protected:
+ public:
   void SetUp() override {
     auto r = io_ring::create(64);
     ASSERT_TRUE(r.ok()) << r.err().describe();
