@@ -87,6 +87,27 @@ bool parse_segment_name(const char* name, offset& base) {
   return true;
 }
 
+// Zeroes [position, position + bytes) of a file without changing its size; returns 0 or an
+// errno. ZERO_RANGE keeps the blocks allocated; filesystems without it (tmpfs) punch a hole,
+// and as a last resort the zeros are written.
+int zero_range(int fd, uint64_t position, uint64_t bytes) {
+  const auto at = static_cast<off_t>(position);
+  const auto length = static_cast<off_t>(bytes);
+  if (::fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, at, length) == 0) return 0;
+  if (errno != EOPNOTSUPP) return errno;
+  if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, at, length) == 0) return 0;
+  if (errno != EOPNOTSUPP) return errno;
+  static const std::byte zeros[64 << 10] = {};
+  for (uint64_t done = 0; done < bytes;) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(sizeof zeros, bytes - done));
+    const ssize_t w = ::pwrite(fd, zeros, n, static_cast<off_t>(position + done));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return w < 0 ? errno : EIO;
+    done += static_cast<uint64_t>(w);
+  }
+  return 0;
+}
+
 // Whether a segment's .log starts with a batch header. An I/O error counts as yes, so the
 // caller's open of the segment reports it.
 bool starts_with_batch(const std::string& path) {
@@ -408,9 +429,8 @@ status log::recover() {
     // Zero whatever follows the valid batches so no stale bytes can be mistaken for batches.
     const uint64_t alloc = (*seg)->allocated();
     if (alloc > scan->end) {
-      if (::fallocate((*seg)->fd(), FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
-                      static_cast<off_t>(scan->end), static_cast<off_t>(alloc - scan->end)) != 0)
-        return make_sys_error(errno, "zero the tail of " + (*seg)->path(".log"));
+      if (const int e = zero_range((*seg)->fd(), scan->end, alloc - scan->end); e != 0)
+        return make_sys_error(e, "zero the tail of " + (*seg)->path(".log"));
     }
     // The previous process may have died with bytes only in the page cache: make them durable.
     if (::fdatasync((*seg)->fd()) != 0)
@@ -891,12 +911,12 @@ status log::truncate_suffix(offset from) {
   keep->cut(position, from);
   // Zero, rather than shrink, so a reader's map never points past the file's end; recovery
   // stops at the zeros, so the cut survives a crash once synced.
-  if (old_size > position &&
-      ::fallocate(keep->fd(), FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
-                  static_cast<off_t>(position), static_cast<off_t>(old_size - position)) != 0) {
-    fail(make_sys_error(
-        errno, "zero " + keep->path(".log") + " from position " + std::to_string(position)));
-    return failure_.value();
+  if (old_size > position) {
+    if (const int e = zero_range(keep->fd(), position, old_size - position); e != 0) {
+      fail(make_sys_error(
+          e, "zero " + keep->path(".log") + " from position " + std::to_string(position)));
+      return failure_.value();
+    }
   }
   if (::fdatasync(keep->fd()) != 0) {
     fail(make_sys_error(errno, "fdatasync " + keep->path(".log")));
