@@ -647,8 +647,9 @@ void log::issue_chain(chain& c) {
   if (write && end > seg.allocated()) {
     // Grow ahead of the writer in steps that double with the segment, up to preallocate_bytes,
     // so small logs stay small and busy ones rarely allocate.
-    const uint64_t step =
-        std::clamp<uint64_t>(seg.allocated(), 1u << 20, config_.preallocate_bytes);
+    const uint64_t step = std::clamp<uint64_t>(
+        seg.allocated(), std::min<uint64_t>(1u << 20, config_.preallocate_bytes),
+        config_.preallocate_bytes);
     const uint64_t target =
         std::min<uint64_t>(std::max(end, seg.allocated() + step), seg.reserve());
     ring_.prep_fallocate(&c.ops[0], seg.fd(), 0, seg.allocated(), target - seg.allocated(), true);
