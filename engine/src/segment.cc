@@ -94,7 +94,8 @@ result<std::shared_ptr<segment>> segment::open_active(const std::string& dir, of
   if (auto s = seg->map_indexes(true, &config); !s) return std::move(s).err();
   if (end) {
     seg->size_ = seg->written_size_ = *end;
-    if (!seg->index_.sane(std::max<uint64_t>(*end, 1)) || !seg->time_index_.sane()) {
+    if (!seg->index_.sane(std::max<uint64_t>(*end, 1)) || !seg->time_index_.sane() ||
+        !seg->index_points_at_batches(*end)) {
       seg->rebuild_indexes(config.index_interval_bytes, *end);
     }
     if (auto t = seg->time_index_.last()) {
@@ -126,7 +127,8 @@ status segment::ensure_mapped() {
   if (!map) return std::move(map).err();
   map_ = std::move(map).value();
   // A closed segment's index is trusted when sane, rebuilt (in memory only) when not.
-  if (auto s = map_indexes(false, nullptr); !s || !index_.sane(size_) || !time_index_.sane()) {
+  if (auto s = map_indexes(false, nullptr);
+      !s || !index_.sane(size_) || !time_index_.sane() || !index_points_at_batches(size_)) {
     log_config defaults;
     if (auto w = map_indexes(true, &defaults); !w) return std::move(w).err();
     rebuild_indexes(defaults.index_interval_bytes, size_);
@@ -225,9 +227,33 @@ result<batch_header> segment::header_at(uint64_t position) const {
   return h;
 }
 
+bool segment::index_points_at_batches(uint64_t end) const {
+  // Entries that increase inside the file can still point between batches (a damaged file):
+  // check a sample spread over the index, the last entry included, against the batches.
+  const size_t n = index_.is_open() ? index_.count() : 0;
+  const size_t samples = std::min<size_t>(n, 8);
+  for (size_t k = 0; k < samples; ++k) {
+    const offset_index::entry e = index_.at(n - 1 - k * (n - 1) / std::max<size_t>(samples - 1, 1));
+    batch_header h;
+    if (e.position + batch_header_size > end ||
+        decode_batch_header(map_->bytes(e.position, batch_header_size), h) != header_check::ok ||
+        h.base_offset != e.base_offset || e.position + h.stored_size() > end)
+      return false;
+  }
+  return true;
+}
+
 result<std::optional<uint64_t>> segment::find(offset target) const {
   uint64_t position = 0;
-  if (auto e = index_.is_open() ? index_.floor(target) : std::nullopt) position = e->position;
+  if (auto e = index_.is_open() ? index_.floor(target) : std::nullopt) {
+    // An entry that does not point at its batch (damage the sampled check at open missed) is
+    // not followed: the scan starts from the segment's first batch instead.
+    batch_header h;
+    if (e->position + batch_header_size <= written_size_ &&
+        decode_batch_header(map_->bytes(e->position, batch_header_size), h) == header_check::ok &&
+        h.base_offset == e->base_offset)
+      position = e->position;
+  }
   while (position < written_size_) {
     auto h = header_at(position);
     if (!h) return std::move(h).err();

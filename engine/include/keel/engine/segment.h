@@ -117,6 +117,8 @@ class segment {
   segment(std::string dir, offset base);
   status map_indexes(bool writable, const log_config* config);
   void rebuild_indexes(uint32_t index_interval_bytes, uint64_t end);
+  // Whether sampled offset index entries point at batches starting at their offsets.
+  bool index_points_at_batches(uint64_t end) const;
 
   std::string dir_;
   offset base_;
