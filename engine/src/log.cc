@@ -928,7 +928,9 @@ status log::truncate_suffix(offset from) {
   }
   next_offset_ = from;
   written_ = from.prev();
-  durable_ = std::min(durable_, written_);
+  // The fdatasync above covers what stays of this segment, and every earlier segment was
+  // synced when it rolled: all that remains is durable.
+  durable_ = written_;
   if (from > log_start_) {
     auto h = batch_at(from.prev());
     if (h) last_term_ = h->term;
