@@ -941,7 +941,6 @@ status log::truncate_suffix(offset from) {
 
 status log::truncate_prefix(offset new_start) {
   if (closed_) return make_error(errc::closed, "log " + dir_ + " is closed");
-  if (new_start <= log_start_ && !(new_start > next_offset_)) return ok_status();
   if (new_start > next_offset_) {
     // A reset past the end (a follower behind a leader's retention): the log empties and
     // continues from new_start.
@@ -961,19 +960,24 @@ status log::truncate_prefix(offset new_start) {
     check_offsets();
     return ok_status();
   }
+  // The start never moves back. Segments wholly below it go even when it does not move: a
+  // start set while its segment was the active one leaves that segment behind once it rolls.
+  const offset start = std::max(new_start, log_start_);
   // A rolled segment whose last write chain has not completed is still written to, synced and
   // then sealed through its descriptor: let that finish before its files go.
-  for (size_t i = 0; i + 1 < segments_.size() && segments_[i + 1]->base() <= new_start; ++i) {
+  for (size_t i = 0; i + 1 < segments_.size() && segments_[i + 1]->base() <= start; ++i) {
     if (segments_[i]->active()) {
       wait_idle();
       break;
     }
   }
-  // The start is persisted first: a crash part-way leaves segments that open() deletes.
-  if (auto s = persist_log_start(new_start); !s) return s;
-  log_start_ = new_start;
+  if (start > log_start_) {
+    // The start is persisted first: a crash part-way leaves segments that open() deletes.
+    if (auto s = persist_log_start(start); !s) return s;
+    log_start_ = start;
+  }
   bool removed = false;
-  while (segments_.size() > 1 && segments_[1]->base() <= new_start) {
+  while (segments_.size() > 1 && segments_[1]->base() <= start) {
     if (cache_) cache_->forget(segments_.front().get());
     if (auto s = segments_.front()->remove_files(); !s) return s;
     segments_.pop_front();
@@ -995,7 +999,9 @@ result<offset> log::apply_retention() {
                         oldest.max_timestamp() != timestamp_ms::none() &&
                         t - oldest.max_timestamp().value() > config_.retention_ms;
     if (!by_bytes && !by_age) break;
+    const size_t before = segments_.size();
     if (auto s = truncate_prefix(segments_[1]->base()); !s) return s.err();
+    KEEL_ASSERT(segments_.size() < before, "retention deletes a segment each round");
   }
   return log_start_;
 }
