@@ -155,6 +155,17 @@ status segment::repair_unsealed_tail() {
     position += h.stored_size();
   }
   if (position == size_) return ok_status();
+  // Only the preallocated zeros of an unsealed segment are cut. Anything else is damage inside
+  // a segment that later segments follow: cutting it would make reads skip silently from its
+  // last good batch to the next segment, so it stays for reads to refuse as corrupt.
+  for (uint64_t p = position; p < size_; ++p) {
+    if (map_->data()[p] != std::byte{0}) {
+      std::fprintf(stderr,
+                   "keel: warning: %s: damaged batch at position %llu; reads there will fail\n",
+                   path(".log").c_str(), static_cast<unsigned long long>(position));
+      return ok_status();
+    }
+  }
   std::fprintf(stderr,
                "keel: warning: %s: cut at position %llu of %llu (unsealed before a crash)\n",
                path(".log").c_str(), static_cast<unsigned long long>(position),

@@ -78,7 +78,8 @@ class segment {
   status ensure_mapped();
   // For the closed segment before the active one after an unclean stop: if the crash came
   // between a roll and the old segment's seal, its file still ends in preallocated zeros. Walks
-  // from the last index entry, and cuts the file after the last valid batch.
+  // from the last index entry, and cuts the file after the last valid batch when only zeros
+  // follow it (other damage is left for reads to refuse).
   status repair_unsealed_tail();
   bool mapped() const { return map_ != nullptr; }
   void unmap();  // closed segments only; readers' views keep their pages
