@@ -801,20 +801,32 @@ result<read_result> log::read(offset from, uint64_t max_bytes, offset upper_boun
       auto p = seg.find(from);
       if (!p) return std::move(p).err();
       first = false;
-      if (!p->has_value()) continue;  // `from` starts the next segment
+      // The segment with the greatest base <= `from` must hold it: anything else is a gap.
+      if (!p->has_value())
+        return make_error(errc::corrupt, seg.path(".log") + " holds no batch with offset " +
+                                             std::to_string(from.value()) +
+                                             " (a gap before the next segment)");
       position = **p;
     }
     while (position < seg.written_size()) {
+      // Damage after the first batch ends this read with what came before it; the next read,
+      // starting at the damage, reports it.
       auto h = seg.header_at(position);
-      if (!h) return std::move(h).err();
+      if (!h) {
+        if (!out.batches.empty()) return out;
+        return std::move(h).err();
+      }
+      if (!out.batches.empty() && h->base_offset != out.next_offset) return out;  // a gap
       if (h->last_offset > bound) return out;
       if (!out.batches.empty() && out.bytes + h->stored_size() > max_bytes) return out;
       auto bytes = seg.map()->bytes(position, h->stored_size());
-      if (options.verify_checksums && !verify_batch(bytes, *h))
+      if (options.verify_checksums && !verify_batch(bytes, *h)) {
+        if (!out.batches.empty()) return out;
         return make_error(errc::corrupt, seg.path(".log") +
                                              ": checksum mismatch in the batch at position " +
                                              std::to_string(position) + " (offset " +
                                              std::to_string(h->base_offset.value()) + ")");
+      }
       out.batches.push_back(batch_view{*h, bytes, seg.map()});
       out.bytes += h->stored_size();
       out.next_offset = h->last_offset.next();
