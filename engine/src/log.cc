@@ -817,8 +817,8 @@ result<read_result> log::read(offset from, uint64_t max_bytes, offset upper_boun
         return std::move(h).err();
       }
       if (!out.batches.empty() && h->base_offset != out.next_offset) return out;  // a gap
-      if (h->last_offset > bound) return out;
-      if (!out.batches.empty() && out.bytes + h->stored_size() > max_bytes) return out;
+      // Verified before its fields are used: a damaged last offset must not pass for a batch
+      // beyond the bound (a reader would wait at it forever instead of seeing the damage).
       auto bytes = seg.map()->bytes(position, h->stored_size());
       if (options.verify_checksums && !verify_batch(bytes, *h)) {
         if (!out.batches.empty()) return out;
@@ -827,6 +827,8 @@ result<read_result> log::read(offset from, uint64_t max_bytes, offset upper_boun
                                              std::to_string(position) + " (offset " +
                                              std::to_string(h->base_offset.value()) + ")");
       }
+      if (h->last_offset > bound) return out;
+      if (!out.batches.empty() && out.bytes + h->stored_size() > max_bytes) return out;
       out.batches.push_back(batch_view{*h, bytes, seg.map()});
       out.bytes += h->stored_size();
       out.next_offset = h->last_offset.next();
