@@ -87,6 +87,40 @@ bool parse_segment_name(const char* name, offset& base) {
   return true;
 }
 
+// Zeroes [position, position + bytes) of a file without changing its size; returns 0 or an
+// errno. ZERO_RANGE keeps the blocks allocated; filesystems without it (tmpfs) punch a hole,
+// and as a last resort the zeros are written.
+int zero_range(int fd, uint64_t position, uint64_t bytes) {
+  const auto at = static_cast<off_t>(position);
+  const auto length = static_cast<off_t>(bytes);
+  if (::fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, at, length) == 0) return 0;
+  if (errno != EOPNOTSUPP) return errno;
+  if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, at, length) == 0) return 0;
+  if (errno != EOPNOTSUPP) return errno;
+  static const std::byte zeros[64 << 10] = {};
+  for (uint64_t done = 0; done < bytes;) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(sizeof zeros, bytes - done));
+    const ssize_t w = ::pwrite(fd, zeros, n, static_cast<off_t>(position + done));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return w < 0 ? errno : EIO;
+    done += static_cast<uint64_t>(w);
+  }
+  return 0;
+}
+
+// Whether a segment's .log starts with a batch header. An I/O error counts as yes, so the
+// caller's open of the segment reports it.
+bool starts_with_batch(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return true;
+  std::byte buf[batch_header_size];
+  const ssize_t n = ::pread(fd, buf, sizeof buf, 0);
+  ::close(fd);
+  if (n < 0) return true;
+  batch_header h;
+  return n == static_cast<ssize_t>(sizeof buf) && decode_batch_header(buf, h) == header_check::ok;
+}
+
 int64_t system_now_ms() {
   using namespace std::chrono;
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
@@ -318,6 +352,24 @@ status log::recover() {
     if (auto r = s->remove_files(); !r) return r;
     bases.erase(bases.begin());
   }
+  // 4b. After an unclean stop, a last segment that holds no batch is what an interrupted roll
+  // leaves: roll() creates the new segment before the rolled one's last write chain has
+  // reached the disk (or the new segment's indexes could not be created). Continuing from its
+  // base would leave a gap after the rolled segment's real end, so it goes, and the rolled
+  // segment is recovered as the active one.
+  bool removed_empty = false;
+  while (!marker && bases.size() > 1 && bases.back() > log_start_ &&
+         !starts_with_batch(dir_ + "/" + segment_file_stem(bases.back()) + ".log")) {
+    warn(dir_ + "/" + segment_file_stem(bases.back()) +
+         ".log: an empty segment left by an interrupted roll; deleted");
+    auto s = segment::open_closed(dir_, bases.back(), 0);
+    if (auto r = s->remove_files(); !r) return r;
+    bases.pop_back();
+    removed_empty = true;
+  }
+  if (removed_empty) {
+    if (auto s = sync_directory(); !s) return s;
+  }
   if (bases.empty()) {
     auto seg = segment::create(dir_, log_start_, config_, config_.segment_bytes);
     if (!seg) return std::move(seg).err();
@@ -377,9 +429,8 @@ status log::recover() {
     // Zero whatever follows the valid batches so no stale bytes can be mistaken for batches.
     const uint64_t alloc = (*seg)->allocated();
     if (alloc > scan->end) {
-      if (::fallocate((*seg)->fd(), FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
-                      static_cast<off_t>(scan->end), static_cast<off_t>(alloc - scan->end)) != 0)
-        return make_sys_error(errno, "zero the tail of " + (*seg)->path(".log"));
+      if (const int e = zero_range((*seg)->fd(), scan->end, alloc - scan->end); e != 0)
+        return make_sys_error(e, "zero the tail of " + (*seg)->path(".log"));
     }
     // The previous process may have died with bytes only in the page cache: make them durable.
     if (::fdatasync((*seg)->fd()) != 0)
@@ -389,6 +440,9 @@ status log::recover() {
     segments_.push_back(std::move(seg).value());
   }
   written_ = durable_ = next_offset_.prev();
+  // A reopened segment's age counts from this open (the time of its first append is not on
+  // disk); left unset, every reopened segment would roll at its first append.
+  if (segments_.back()->size() > 0) segments_.back()->set_first_append_ms(now());
   if (log_start_ > next_offset_) {
     // A reset beyond the end that crashed before its new segment existed.
     return truncate_prefix(log_start_);
@@ -465,8 +519,13 @@ result<append_ack> log::append(const batch_spec& batch, append_callback done) {
   const std::shared_ptr<segment>* active = &segments_.back();
   const uint64_t size = (*active)->size();
   const bool too_old = size > 0 && now() - (*active)->first_append_ms() >= config_.segment_ms;
-  if ((size > 0 && size + stored > config_.segment_bytes) || too_old ||
-      size + stored > (*active)->reserve()) {
+  if (size == 0 && stored > (*active)->reserve()) {
+    if (auto s = (*active)->grow_reserve(stored); !s) {
+      fail(s.err());
+      return s.err();
+    }
+  } else if ((size > 0 && size + stored > config_.segment_bytes) || too_old ||
+             size + stored > (*active)->reserve()) {
     if (auto s = roll(std::max<uint64_t>(config_.segment_bytes, stored)); !s) {
       fail(s.err());
       return s.err();
@@ -588,8 +647,9 @@ void log::issue_chain(chain& c) {
   if (write && end > seg.allocated()) {
     // Grow ahead of the writer in steps that double with the segment, up to preallocate_bytes,
     // so small logs stay small and busy ones rarely allocate.
-    const uint64_t step =
-        std::clamp<uint64_t>(seg.allocated(), 1u << 20, config_.preallocate_bytes);
+    const uint64_t step = std::clamp<uint64_t>(
+        seg.allocated(), std::min<uint64_t>(1u << 20, config_.preallocate_bytes),
+        config_.preallocate_bytes);
     const uint64_t target =
         std::min<uint64_t>(std::max(end, seg.allocated() + step), seg.reserve());
     ring_.prep_fallocate(&c.ops[0], seg.fd(), 0, seg.allocated(), target - seg.allocated(), true);
@@ -741,20 +801,34 @@ result<read_result> log::read(offset from, uint64_t max_bytes, offset upper_boun
       auto p = seg.find(from);
       if (!p) return std::move(p).err();
       first = false;
-      if (!p->has_value()) continue;  // `from` starts the next segment
+      // The segment with the greatest base <= `from` must hold it: anything else is a gap.
+      if (!p->has_value())
+        return make_error(errc::corrupt, seg.path(".log") + " holds no batch with offset " +
+                                             std::to_string(from.value()) +
+                                             " (a gap before the next segment)");
       position = **p;
     }
     while (position < seg.written_size()) {
+      // Damage after the first batch ends this read with what came before it; the next read,
+      // starting at the damage, reports it.
       auto h = seg.header_at(position);
-      if (!h) return std::move(h).err();
-      if (h->last_offset > bound) return out;
-      if (!out.batches.empty() && out.bytes + h->stored_size() > max_bytes) return out;
+      if (!h) {
+        if (!out.batches.empty()) return out;
+        return std::move(h).err();
+      }
+      if (!out.batches.empty() && h->base_offset != out.next_offset) return out;  // a gap
+      // Verified before its fields are used: a damaged last offset must not pass for a batch
+      // beyond the bound (a reader would wait at it forever instead of seeing the damage).
       auto bytes = seg.map()->bytes(position, h->stored_size());
-      if (options.verify_checksums && !verify_batch(bytes, *h))
+      if (options.verify_checksums && !verify_batch(bytes, *h)) {
+        if (!out.batches.empty()) return out;
         return make_error(errc::corrupt, seg.path(".log") +
                                              ": checksum mismatch in the batch at position " +
                                              std::to_string(position) + " (offset " +
                                              std::to_string(h->base_offset.value()) + ")");
+      }
+      if (h->last_offset > bound) return out;
+      if (!out.batches.empty() && out.bytes + h->stored_size() > max_bytes) return out;
       out.batches.push_back(batch_view{*h, bytes, seg.map()});
       out.bytes += h->stored_size();
       out.next_offset = h->last_offset.next();
@@ -845,18 +919,19 @@ status log::truncate_suffix(offset from) {
     auto reopened = segment::open_active(dir_, keep->base(), config_, keep->size());
     if (!reopened) return std::move(reopened).err();
     keep = std::move(reopened).value();
+    keep->set_first_append_ms(now());  // as at open: its age counts from its reopening
     segments_.back() = keep;
   }
   const uint64_t old_size = keep->size();
   keep->cut(position, from);
   // Zero, rather than shrink, so a reader's map never points past the file's end; recovery
   // stops at the zeros, so the cut survives a crash once synced.
-  if (old_size > position &&
-      ::fallocate(keep->fd(), FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
-                  static_cast<off_t>(position), static_cast<off_t>(old_size - position)) != 0) {
-    fail(make_sys_error(
-        errno, "zero " + keep->path(".log") + " from position " + std::to_string(position)));
-    return failure_.value();
+  if (old_size > position) {
+    if (const int e = zero_range(keep->fd(), position, old_size - position); e != 0) {
+      fail(make_sys_error(
+          e, "zero " + keep->path(".log") + " from position " + std::to_string(position)));
+      return failure_.value();
+    }
   }
   if (::fdatasync(keep->fd()) != 0) {
     fail(make_sys_error(errno, "fdatasync " + keep->path(".log")));
@@ -867,7 +942,9 @@ status log::truncate_suffix(offset from) {
   }
   next_offset_ = from;
   written_ = from.prev();
-  durable_ = std::min(durable_, written_);
+  // The fdatasync above covers what stays of this segment, and every earlier segment was
+  // synced when it rolled: all that remains is durable.
+  durable_ = written_;
   if (from > log_start_) {
     auto h = batch_at(from.prev());
     if (h) last_term_ = h->term;
@@ -878,7 +955,6 @@ status log::truncate_suffix(offset from) {
 
 status log::truncate_prefix(offset new_start) {
   if (closed_) return make_error(errc::closed, "log " + dir_ + " is closed");
-  if (new_start <= log_start_ && !(new_start > next_offset_)) return ok_status();
   if (new_start > next_offset_) {
     // A reset past the end (a follower behind a leader's retention): the log empties and
     // continues from new_start.
@@ -898,11 +974,24 @@ status log::truncate_prefix(offset new_start) {
     check_offsets();
     return ok_status();
   }
-  // The start is persisted first: a crash part-way leaves segments that open() deletes.
-  if (auto s = persist_log_start(new_start); !s) return s;
-  log_start_ = new_start;
+  // The start never moves back. Segments wholly below it go even when it does not move: a
+  // start set while its segment was the active one leaves that segment behind once it rolls.
+  const offset start = std::max(new_start, log_start_);
+  // A rolled segment whose last write chain has not completed is still written to, synced and
+  // then sealed through its descriptor: let that finish before its files go.
+  for (size_t i = 0; i + 1 < segments_.size() && segments_[i + 1]->base() <= start; ++i) {
+    if (segments_[i]->active()) {
+      wait_idle();
+      break;
+    }
+  }
+  if (start > log_start_) {
+    // The start is persisted first: a crash part-way leaves segments that open() deletes.
+    if (auto s = persist_log_start(start); !s) return s;
+    log_start_ = start;
+  }
   bool removed = false;
-  while (segments_.size() > 1 && segments_[1]->base() <= new_start) {
+  while (segments_.size() > 1 && segments_[1]->base() <= start) {
     if (cache_) cache_->forget(segments_.front().get());
     if (auto s = segments_.front()->remove_files(); !s) return s;
     segments_.pop_front();
@@ -924,7 +1013,9 @@ result<offset> log::apply_retention() {
                         oldest.max_timestamp() != timestamp_ms::none() &&
                         t - oldest.max_timestamp().value() > config_.retention_ms;
     if (!by_bytes && !by_age) break;
+    const size_t before = segments_.size();
     if (auto s = truncate_prefix(segments_[1]->base()); !s) return s.err();
+    KEEL_ASSERT(segments_.size() < before, "retention deletes a segment each round");
   }
   return log_start_;
 }

@@ -47,10 +47,15 @@ result<index_file> index_file::open(const std::string& path, size_t entry_size,
   size_t map_bytes = file_bytes - file_bytes % entry_size;
   if (writable) {
     map_bytes = std::max(map_bytes, capacity_bytes - capacity_bytes % entry_size);
-    if (file_bytes < map_bytes && ::ftruncate(fd, static_cast<off_t>(map_bytes)) != 0) {
+    // Allocate the blocks, not just the size: a store through the map into a hole that the
+    // filesystem cannot fill (a full disk) is a SIGBUS, so a full disk must fail here instead.
+    int rc = ::fallocate(fd, 0, 0, static_cast<off_t>(map_bytes));
+    if (rc != 0 && (errno == EOPNOTSUPP || errno == ENOSYS) && file_bytes < map_bytes)
+      rc = ::ftruncate(fd, static_cast<off_t>(map_bytes));
+    if (rc != 0) {
       const int e = errno;
       ::close(fd);
-      return make_sys_error(e, "grow index " + path);
+      return make_sys_error(e, "preallocate index " + path);
     }
   }
   index_file out;

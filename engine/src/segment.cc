@@ -39,10 +39,19 @@ std::string segment::path(const char* extension) const {
 }
 
 status segment::map_indexes(bool writable, const log_config* config) {
-  const size_t capacity = config ? config->index_max_bytes : 0;
-  auto index = index_file::open(path(".index"), offset_entry_bytes, capacity, writable);
+  // An entry is added per index_interval_bytes of batches at most, so a segment never needs
+  // more than reserve / interval entries: preallocate that much, up to index_max_bytes.
+  size_t index_capacity = 0, time_capacity = 0;
+  if (config) {
+    const uint64_t entries = reserve_ / config->index_interval_bytes + 2;
+    index_capacity =
+        std::min<uint64_t>(config->index_max_bytes, round_up_pages(entries * offset_entry_bytes));
+    time_capacity =
+        std::min<uint64_t>(config->index_max_bytes, round_up_pages(entries * time_entry_bytes));
+  }
+  auto index = index_file::open(path(".index"), offset_entry_bytes, index_capacity, writable);
   if (!index) return std::move(index).err();
-  auto times = index_file::open(path(".timeindex"), time_entry_bytes, capacity, writable);
+  auto times = index_file::open(path(".timeindex"), time_entry_bytes, time_capacity, writable);
   if (!times) return std::move(times).err();
   index_ = offset_index(std::move(index).value(), base_);
   time_index_ = time_index(std::move(times).value(), base_);
@@ -85,7 +94,8 @@ result<std::shared_ptr<segment>> segment::open_active(const std::string& dir, of
   if (auto s = seg->map_indexes(true, &config); !s) return std::move(s).err();
   if (end) {
     seg->size_ = seg->written_size_ = *end;
-    if (!seg->index_.sane(std::max<uint64_t>(*end, 1)) || !seg->time_index_.sane()) {
+    if (!seg->index_.sane(std::max<uint64_t>(*end, 1)) || !seg->time_index_.sane() ||
+        !seg->index_points_at_batches(*end)) {
       seg->rebuild_indexes(config.index_interval_bytes, *end);
     }
     if (auto t = seg->time_index_.last()) {
@@ -117,7 +127,8 @@ status segment::ensure_mapped() {
   if (!map) return std::move(map).err();
   map_ = std::move(map).value();
   // A closed segment's index is trusted when sane, rebuilt (in memory only) when not.
-  if (auto s = map_indexes(false, nullptr); !s || !index_.sane(size_) || !time_index_.sane()) {
+  if (auto s = map_indexes(false, nullptr);
+      !s || !index_.sane(size_) || !time_index_.sane() || !index_points_at_batches(size_)) {
     log_config defaults;
     if (auto w = map_indexes(true, &defaults); !w) return std::move(w).err();
     rebuild_indexes(defaults.index_interval_bytes, size_);
@@ -144,6 +155,17 @@ status segment::repair_unsealed_tail() {
     position += h.stored_size();
   }
   if (position == size_) return ok_status();
+  // Only the preallocated zeros of an unsealed segment are cut. Anything else is damage inside
+  // a segment that later segments follow: cutting it would make reads skip silently from its
+  // last good batch to the next segment, so it stays for reads to refuse as corrupt.
+  for (uint64_t p = position; p < size_; ++p) {
+    if (map_->data()[p] != std::byte{0}) {
+      std::fprintf(stderr,
+                   "keel: warning: %s: damaged batch at position %llu; reads there will fail\n",
+                   path(".log").c_str(), static_cast<unsigned long long>(position));
+      return ok_status();
+    }
+  }
   std::fprintf(stderr,
                "keel: warning: %s: cut at position %llu of %llu (unsealed before a crash)\n",
                path(".log").c_str(), static_cast<unsigned long long>(position),
@@ -153,6 +175,17 @@ status segment::repair_unsealed_tail() {
     return make_sys_error(errno, "cut " + path(".log"));
   size_ = written_size_ = allocated_ = reserve_ = position;
   return ensure_mapped();  // re-checks the index against the new size, rebuilding it if needed
+}
+
+status segment::grow_reserve(uint64_t bytes) {
+  KEEL_ASSERT(active() && size_ == 0, "only an empty active segment grows its reserve");
+  if (bytes <= reserve_) return ok_status();
+  const uint64_t reserve = round_up_pages(bytes);
+  auto map = file_map::map(fd_, reserve, false, path(".log"));
+  if (!map) return std::move(map).err();
+  map_ = std::move(map).value();  // readers' views keep the old map
+  reserve_ = reserve;
+  return ok_status();
 }
 
 void segment::unmap() {
@@ -205,9 +238,33 @@ result<batch_header> segment::header_at(uint64_t position) const {
   return h;
 }
 
+bool segment::index_points_at_batches(uint64_t end) const {
+  // Entries that increase inside the file can still point between batches (a damaged file):
+  // check a sample spread over the index, the last entry included, against the batches.
+  const size_t n = index_.is_open() ? index_.count() : 0;
+  const size_t samples = std::min<size_t>(n, 8);
+  for (size_t k = 0; k < samples; ++k) {
+    const offset_index::entry e = index_.at(n - 1 - k * (n - 1) / std::max<size_t>(samples - 1, 1));
+    batch_header h;
+    if (e.position + batch_header_size > end ||
+        decode_batch_header(map_->bytes(e.position, batch_header_size), h) != header_check::ok ||
+        h.base_offset != e.base_offset || e.position + h.stored_size() > end)
+      return false;
+  }
+  return true;
+}
+
 result<std::optional<uint64_t>> segment::find(offset target) const {
   uint64_t position = 0;
-  if (auto e = index_.is_open() ? index_.floor(target) : std::nullopt) position = e->position;
+  if (auto e = index_.is_open() ? index_.floor(target) : std::nullopt) {
+    // An entry that does not point at its batch (damage the sampled check at open missed) is
+    // not followed: the scan starts from the segment's first batch instead.
+    batch_header h;
+    if (e->position + batch_header_size <= written_size_ &&
+        decode_batch_header(map_->bytes(e->position, batch_header_size), h) == header_check::ok &&
+        h.base_offset == e->base_offset)
+      position = e->position;
+  }
   while (position < written_size_) {
     auto h = header_at(position);
     if (!h) return std::move(h).err();

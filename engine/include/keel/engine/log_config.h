@@ -30,7 +30,7 @@ struct log_config {
   uint64_t segment_bytes = 128ull << 20;        // roll when the next batch would pass this
   int64_t segment_ms = 7ll * 24 * 3600 * 1000;  // roll a segment this old (first append), too
   uint32_t index_interval_bytes = 4096;         // bytes between offset index entries
-  uint32_t index_max_bytes = 10u << 20;         // preallocated size of each index file
+  uint32_t index_max_bytes = 10u << 20;         // bound on each index file's preallocation
   uint64_t preallocate_bytes = 16ull << 20;     // fallocate the active segment in these steps
   flush_policy flush;
   int64_t retention_ms = 7ll * 24 * 3600 * 1000;  // -1: keep forever

@@ -16,10 +16,11 @@
 // largest timestamp has grown since the last entry, so timestamps strictly increase. An
 // all-zero entry marks the end (only timestamps > 0 are indexed, so a real entry is never zero).
 //
-// Both files are preallocated to index_max_bytes and memory-mapped read-write; a rolled
-// segment's files are cut to their entries. They are derived data: after an unclean shutdown the
-// active segment's indexes are rebuilt from its .log; a closed segment's index that fails its
-// sanity check is rebuilt too.
+// Both files are preallocated (fallocate, so a full disk fails at creation rather than as a
+// SIGBUS in a store through the map) to the entries their segment can need, at most
+// index_max_bytes, and memory-mapped read-write; a rolled segment's files are cut to their
+// entries. They are derived data: after an unclean shutdown the active segment's indexes are
+// rebuilt from its .log; a closed segment's index that fails its sanity check is rebuilt too.
 #pragma once
 
 #include <cstdint>

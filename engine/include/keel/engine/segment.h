@@ -53,6 +53,9 @@ class segment {
   uint64_t reserve() const { return reserve_; }
   uint64_t allocated() const { return allocated_; }
   void set_allocated(uint64_t bytes) { allocated_ = bytes; }
+  // Widens the map of an empty active segment to `bytes` for a batch larger than its reserve
+  // (rolling instead would create a second segment with the same base offset).
+  status grow_reserve(uint64_t bytes);
   std::string path(const char* extension) const;  // dir/<base><extension>
 
   // Active-segment bookkeeping for an append of `header` at position size().
@@ -75,7 +78,8 @@ class segment {
   status ensure_mapped();
   // For the closed segment before the active one after an unclean stop: if the crash came
   // between a roll and the old segment's seal, its file still ends in preallocated zeros. Walks
-  // from the last index entry, and cuts the file after the last valid batch.
+  // from the last index entry, and cuts the file after the last valid batch when only zeros
+  // follow it (other damage is left for reads to refuse).
   status repair_unsealed_tail();
   bool mapped() const { return map_ != nullptr; }
   void unmap();  // closed segments only; readers' views keep their pages
@@ -114,6 +118,8 @@ class segment {
   segment(std::string dir, offset base);
   status map_indexes(bool writable, const log_config* config);
   void rebuild_indexes(uint32_t index_interval_bytes, uint64_t end);
+  // Whether sampled offset index entries point at batches starting at their offsets.
+  bool index_points_at_batches(uint64_t end) const;
 
   std::string dir_;
   offset base_;
