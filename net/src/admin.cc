@@ -39,6 +39,8 @@ const char* to_string(admin_error e) {
       return "offset_out_of_range";
     case admin_error::not_enough_brokers:
       return "not_enough_brokers";
+    case admin_error::busy:
+      return "busy";
   }
   return "unknown";
 }

@@ -678,7 +678,10 @@ void broker::handle_client(net::node_id session, uint16_t type,
                                               back(admin_type::produce_response, net::encode(r));
                                             });
           if (!b && acks != 0) {
-            r.error = admin_error::not_leader;
+            static int logged = 0;
+            if (logged++ < 5) log_line("propose refused: " + b.err().describe());
+            r.error =
+                b.err().code == raft::errc::busy ? admin_error::busy : admin_error::not_leader;
             back(admin_type::produce_response, net::encode(r));
           }
           return;

@@ -44,7 +44,8 @@ partition_host::partition_host(engine::log& log, engine::io_ring& ring,
 partition_host::~partition_host() {
   // Writes in flight call back into this host: let them finish while it still exists. Anything
   // not even issued yet (the log's own staged chains) finds the host gone through alive_.
-  while (pending_ > 0 && ring_.in_flight() > 0) ring_.wait();
+  while (pending_ > 0 && ring_.in_flight() > 0)
+    ring_.wait();
   *alive_ = false;
   fail_proposals("the partition is closing");
 }

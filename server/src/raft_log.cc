@@ -26,19 +26,30 @@ raft::result<std::vector<raft::batch>> raft_log::read(raft::offset from, raft::o
     return raft::make_error(raft::errc::compacted, "offset below the log start");
   if (from > last_offset())
     return raft::make_error(raft::errc::unavailable, "offset past the log end");
-  // Replication reads verify checksums: a follower must never receive corrupt bytes.
-  auto r = log_.read(to_engine(from), max_bytes, to_engine(to), engine::read_options{true});
-  if (!r) return raft::make_error(raft::errc::unavailable, r.err().describe());
+  // Raft's contract: whole batches from the one holding `from`, stopping only after the batch
+  // whose cost (raft::batch_cost_bytes) reaches max_bytes, or at `to`. The engine stops before a
+  // batch that would pass its byte bound, so read in rounds until raft's rule is met.
   std::vector<raft::batch> out;
-  out.reserve(r->batches.size());
-  for (const engine::batch_view& v : r->batches) {
-    raft::batch b;
-    b.type = static_cast<raft::batch_type>(v.header.type);
-    b.term = raft::term_id(v.header.term.value());
-    b.base = to_raft(v.header.base_offset);
-    b.last = to_raft(v.header.last_offset);
-    b.payload = raft::shared_bytes::copy_of(v.payload().data(), v.payload().size());
-    out.push_back(std::move(b));
+  uint64_t cost = 0;
+  engine::offset at = to_engine(from);
+  while (at <= to_engine(to) && cost < max_bytes) {
+    // Replication reads verify checksums: a follower must never receive corrupt bytes.
+    auto r = log_.read(at, std::max<uint64_t>(max_bytes - cost, 1), to_engine(to),
+                       engine::read_options{true});
+    if (!r) return raft::make_error(raft::errc::unavailable, r.err().describe());
+    if (r->batches.empty()) break;
+    for (const engine::batch_view& v : r->batches) {
+      raft::batch b;
+      b.type = static_cast<raft::batch_type>(v.header.type);
+      b.term = raft::term_id(v.header.term.value());
+      b.base = to_raft(v.header.base_offset);
+      b.last = to_raft(v.header.last_offset);
+      b.payload = raft::shared_bytes::copy_of(v.payload().data(), v.payload().size());
+      cost += raft::batch_cost_bytes(b);
+      out.push_back(std::move(b));
+      if (cost >= max_bytes) break;
+    }
+    at = to_engine(out.back().last.next());
   }
   if (out.empty()) return raft::make_error(raft::errc::unavailable, "not written yet");
   return out;

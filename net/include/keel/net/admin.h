@@ -35,6 +35,7 @@ enum class admin_error : int16_t {
   storage_error = 7,
   offset_out_of_range = 8,
   not_enough_brokers = 9,  // the replication factor exceeds the live brokers
+  busy = 10,               // the partition has as much in flight as it takes; retry shortly
 };
 const char* to_string(admin_error e);
 
