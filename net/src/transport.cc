@@ -38,6 +38,7 @@ struct transport::link {
   node_id peer = 0;
   std::string host;
   uint16_t port = 0;
+  bool bootstrap = false;  // dialled whatever the ids say
   std::optional<tcp::socket> socket;
   uint64_t generation = 0;  // bumped for every socket, so stale coroutines notice
   bool up = false;
@@ -58,6 +59,10 @@ transport::transport(asio::io_context& io, transport_config config, frame_handle
       acceptor_(io),
       jitter_(std::random_device{}()) {}
 
+bool transport::dials(const link& l) const {
+  return config_.self < l.peer || l.bootstrap;
+}
+
 transport::~transport() {
   stop();
   *alive_ = false;  // coroutines still queued on the io_context end without touching us
@@ -76,7 +81,7 @@ uint16_t transport::local_port() const {
   return acceptor_.local_endpoint().port();
 }
 
-void transport::add_peer(node_id id, std::string host, uint16_t port) {
+void transport::add_peer(node_id id, std::string host, uint16_t port, bool bootstrap) {
   if (id == config_.self) return;
   auto& l = links_[id];
   if (!l) {
@@ -86,7 +91,8 @@ void transport::add_peer(node_id id, std::string host, uint16_t port) {
   }
   l->host = std::move(host);
   l->port = port;
-  if (config_.self < id && !l->up && !l->dialing) dial(l);
+  l->bootstrap = l->bootstrap || bootstrap;
+  if (dials(*l) && !l->up && !l->dialing) dial(l);
 }
 
 bool transport::send(node_id to, uint16_t type, std::span<const std::byte> payload) {
@@ -141,19 +147,30 @@ void transport::drop(const std::shared_ptr<link>& l, uint64_t generation,
     return;
   }
   // Only a peer whose address is known is dialled (one known only by its inbound hello waits).
-  if (config_.self < l->peer && !l->dialing && !l->host.empty()) dial(l);
+  if (dials(*l) && !l->dialing && !l->host.empty()) dial(l);
 }
 
-void transport::attach(std::shared_ptr<link> l, tcp::socket socket,
+void transport::attach(std::shared_ptr<link> l, tcp::socket socket, bool outbound,
                        std::vector<std::byte> already_read) {
-  if (l->socket) drop(l, l->generation, "replaced by a newer connection");
   boost::system::error_code ignored;
+  if (l->up) {
+    // Both brokers dialled (a bootstrap dial crossing the lower id's dial): the connection the
+    // lower id made is the one both keep, so the pair settles on one connection.
+    const bool new_is_canonical = outbound == (config_.self < l->peer);
+    if (!new_is_canonical) {
+      socket.close(ignored);
+      return;
+    }
+    l->socket->close(ignored);  // the old one's coroutines see the generation change and end
+    l->in_write.clear();
+  }
   socket.set_option(tcp::no_delay(true), ignored);
   l->socket.emplace(std::move(socket));
   const uint64_t generation = ++l->generation;
+  const bool was_up = l->up;
   l->up = true;
   l->backoff = config_.reconnect_min;
-  if (on_link_) on_link_(l->peer, true);
+  if (!was_up && on_link_) on_link_(l->peer, true);
   read_loop(l, generation, std::move(already_read));
   start_writing(l);
 }
@@ -163,7 +180,7 @@ void transport::dial(std::shared_ptr<link> l) {
   asio::co_spawn(
       io_,
       [this, l, alive = alive_]() -> asio::awaitable<void> {
-        while (*alive && !stopped_) {
+        while (*alive && !stopped_ && !l->up) {  // a link up (either way) ends the dialling
           boost::system::error_code ec;
           const auto address = asio::ip::make_address(l->host, ec);
           if (!ec) {
@@ -187,7 +204,7 @@ void transport::dial(std::shared_ptr<link> l) {
               if (stopped_) break;
               if (!write_ec) {
                 l->dialing = false;
-                attach(l, std::move(socket));
+                attach(l, std::move(socket), /*outbound=*/true);
                 co_return;
               }
             }
@@ -281,7 +298,8 @@ void transport::serve_inbound(tcp::socket socket) {
             l->backoff = config_.reconnect_min;
           }
           const auto rest = decoder.pending();  // frames that came right behind the hello
-          attach(l, std::move(*s), std::vector<std::byte>(rest.begin(), rest.end()));
+          attach(l, std::move(*s), /*outbound=*/false,
+                 std::vector<std::byte>(rest.begin(), rest.end()));
           co_return;
         }
       },

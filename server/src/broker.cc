@@ -144,8 +144,13 @@ void broker::start_on_shard0() {
                              ": " + e.what());
   }
   rpc_port_ = transport_->local_port();
+  // A broker that is not a seed dials the seeds itself: they learn its address only once it
+  // has registered, which needs the link.
+  bool self_is_seed = false;
   for (const seed& sd : config_.seeds)
-    transport_->add_peer(sd.node_id, sd.rpc.host, sd.rpc.port);
+    self_is_seed = self_is_seed || sd.node_id == config_.node_id;
+  for (const seed& sd : config_.seeds)
+    transport_->add_peer(sd.node_id, sd.rpc.host, sd.rpc.port, /*bootstrap=*/!self_is_seed);
 
   auto l = s0.logs->open_log(metadata_log_name, log_config_for({}));
   if (!l) throw std::runtime_error("data-dir: metadata log: " + l.err().describe());

@@ -62,8 +62,10 @@ class transport {
   // Binds the listener. Throws on failure: this runs at start-up.
   void listen();
   uint16_t local_port() const;
-  // Adds (or re-addresses) a peer; dials it when this broker's id is the lower one.
-  void add_peer(node_id id, std::string host, uint16_t port);
+  // Adds (or re-addresses) a peer; dials it when this broker's id is the lower one, or always
+  // when `bootstrap` (a seed this broker must reach first: the seed cannot know a new broker's
+  // address before it registers). A link already up, from either side, is kept.
+  void add_peer(node_id id, std::string host, uint16_t port, bool bootstrap = false);
   // Queues one frame for `to`; false when the peer is unknown or its queue is full.
   bool send(node_id to, uint16_t type, std::span<const std::byte> payload);
   bool connected(node_id peer) const;
@@ -74,7 +76,8 @@ class transport {
  private:
   struct link;
   void dial(std::shared_ptr<link> l);
-  void attach(std::shared_ptr<link> l, boost::asio::ip::tcp::socket socket,
+  bool dials(const link& l) const;
+  void attach(std::shared_ptr<link> l, boost::asio::ip::tcp::socket socket, bool outbound,
               std::vector<std::byte> already_read = {});
   void drop(const std::shared_ptr<link>& l, uint64_t generation, const std::string& reason);
   void start_writing(const std::shared_ptr<link>& l);
