@@ -116,13 +116,11 @@ run_result engine_appends(size_t size, int appenders, double seconds, flush_poli
 
 // 1 KiB appends with no sync, as fast as the caller can stage them; the caller's event loop
 // polls the ring once per append.
-run_result engine_appends_nosync(size_t size, uint64_t total_bytes, const char* name,
-                                 bool async_writes = true) {
+run_result engine_appends_nosync(size_t size, uint64_t total_bytes, const char* name) {
   const std::string dir = fresh_dir(name);
   auto ring = must(io_ring::create(256), "io_ring");
   log_config c;
   c.flush = flush_policy::none();
-  c.async_writes = async_writes;
   auto l = must(log::open(dir + "/log", c, *ring), "open");
   const auto payload = pattern(size);
   batch_spec b;
@@ -342,13 +340,6 @@ int main(int argc, char** argv) {
       "append_1KiB_nosync_vs_pwrite", rounds,
       [&] { return engine_appends_nosync(1024, nosync_bytes, "append_1kib"); },
       [&] { return raw_writes(1024, false, 0, nosync_bytes, "raw_1kib"); });
-
-  // Before/after of one engine choice, in the same run: unsynced writes tried inline in the
-  // submit (each small append its own write) against handed to a kernel worker (the default).
-  compare(
-      "info: append_1KiB_nosync async_writes vs inline writes", rounds,
-      [&] { return engine_appends_nosync(1024, nosync_bytes, "append_1kib"); },
-      [&] { return engine_appends_nosync(1024, nosync_bytes, "append_1kib_inline", false); });
 
   {
     read_setup r = make_read_log(1ull << 30);
