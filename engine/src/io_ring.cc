@@ -56,11 +56,10 @@ io_uring_sqe* io_ring::next_sqe(operation* op) {
 }
 
 void io_ring::prep_write(operation* op, int fd, const void* data, size_t bytes,
-                         uint64_t file_offset, bool link, bool async) {
+                         uint64_t file_offset, bool link) {
   io_uring_sqe* sqe = next_sqe(op);
   io_uring_prep_write(sqe, fd, data, static_cast<unsigned>(bytes), file_offset);
   if (link) sqe->flags |= IOSQE_IO_LINK;
-  if (async) sqe->flags |= IOSQE_ASYNC;
 }
 
 void io_ring::prep_writev(operation* op, int fd, const iovec* iov, unsigned iov_count,

@@ -657,10 +657,7 @@ void log::issue_chain(chain& c) {
     seg.set_allocated(target);
   }
   if (write) {
-    // A write without a sync goes to a kernel worker: appends keep gathering in the next chain
-    // while it runs, so a stream of small appends becomes a few large writes.
-    ring_.prep_write(&c.ops[1], seg.fd(), c.buffer.data(), c.buffer.size(), c.position, c.has_sync,
-                     config_.async_writes && !c.has_sync);
+    ring_.prep_write(&c.ops[1], seg.fd(), c.buffer.data(), c.buffer.size(), c.position, c.has_sync);
     ++c.ops_pending;
   }
   if (c.has_sync) {

@@ -34,11 +34,8 @@ class io_ring {
 
   // Prep calls queue one operation; `link` chains it to the next queued one (IOSQE_IO_LINK):
   // the next starts only after this one succeeds and is cancelled if it fails.
-  // `async` (IOSQE_ASYNC) hands the write to a kernel worker instead of trying it inline in
-  // submit(): the submitting thread returns at once and keeps staging while the copy into the
-  // page cache runs on another core.
   void prep_write(operation* op, int fd, const void* data, size_t bytes, uint64_t file_offset,
-                  bool link, bool async = false);
+                  bool link);
   void prep_writev(operation* op, int fd, const iovec* iov, unsigned iov_count,
                    uint64_t file_offset, bool link);
   void prep_fdatasync(operation* op, int fd, bool link);

@@ -36,10 +36,7 @@ struct log_config {
   int64_t retention_ms = 7ll * 24 * 3600 * 1000;  // -1: keep forever
   int64_t retention_bytes = -1;                   // -1: no size bound
   unsigned write_chains_in_flight_max = 4;        // unsynced write groups in flight at once
-  // Unsynced writes run on a kernel worker (IOSQE_ASYNC) rather than inline in the submit, so
-  // small appends gather into large writes while one is in flight; off: each is tried inline.
-  bool async_writes = true;
-  uint64_t staged_bytes_max = 64ull << 20;  // appends beyond this wait (backpressure)
+  uint64_t staged_bytes_max = 64ull << 20;        // appends beyond this wait (backpressure)
   // Milliseconds since the epoch; injectable so tests control segment_ms, retention and flush.
   std::function<int64_t()> now_ms;
 
