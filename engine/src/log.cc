@@ -482,7 +482,7 @@ status log::roll(uint64_t reserve_bytes) {
       chains_.back()->seg == old) {
     chains_.back()->sealing = true;
   } else {
-    auto c = std::make_unique<chain>();
+    auto c = new_chain();
     c->owner = this;
     c->seg = old;
     c->position = old->size();
@@ -536,7 +536,7 @@ result<append_ack> log::append(const batch_spec& batch, append_callback done) {
 
   if (chains_.empty() || chains_.back()->st != chain::state::building ||
       chains_.back()->seg.get() != &seg) {
-    auto c = std::make_unique<chain>();
+    auto c = new_chain();
     c->owner = this;
     c->seg = *active;
     c->position = seg.size();
@@ -574,7 +574,7 @@ void log::flush(std::function<void(const status&)> done) {
     return;
   }
   if (chains_.empty() || chains_.back()->st != chain::state::building) {
-    auto c = std::make_unique<chain>();
+    auto c = new_chain();
     c->owner = this;
     c->seg = segments_.back();
     c->position = segments_.back()->size();
@@ -717,6 +717,11 @@ void log::on_chain_done(chain*) {
       a.done(append_ack{a.base, a.last, durable});
     for (auto& w : c->flush_waiters)
       w(ok_status());
+    // The buffer serves the next chain: no reallocation and no fresh pages per chain.
+    if (spare_buffers_.size() < 4 && c->buffer.capacity() <= (16u << 20)) {
+      c->buffer.clear();
+      spare_buffers_.push_back(std::move(c->buffer));
+    }
   }
   if (failure_) {
     // Chains not yet issued will never be: fail their appends now. Issued ones report above
@@ -733,6 +738,17 @@ void log::on_chain_done(chain*) {
     issue();
   }
   if (progressed && on_progress_) on_progress_();
+}
+
+std::unique_ptr<log::chain> log::new_chain() {
+  auto c = std::make_unique<chain>();
+  if (!spare_buffers_.empty()) {
+    c->buffer = std::move(spare_buffers_.back());
+    spare_buffers_.pop_back();
+  } else {
+    c->buffer.reserve(256u << 10);
+  }
+  return c;
 }
 
 void log::fail(error e) {

@@ -181,7 +181,8 @@ TEST_F(LogTest, ReadHonoursMaxBytesUpperBoundAndTheWrittenEnd) {
   EXPECT_EQ(r->next_offset.value(), 5);
   // A batch spanning offsets [10, 12] is not returned under a bound of 11.
   append_n(*l, 0, 0);
-  ASSERT_TRUE(append_wait(*l, *ring_, spec_of(payload_for(10, 100), 1, -1, 3)).ok());
+  const std::string p10 = payload_for(10, 100);
+  ASSERT_TRUE(append_wait(*l, *ring_, spec_of(p10, 1, -1, 3)).ok());
   r = l->read(offset(10), 1 << 20, offset(11));
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(r->batches.empty());
@@ -500,7 +501,8 @@ TEST_F(LogTest, FlushEveryNBytes) {
   auto l = open_log(c);
   std::vector<bool> durable;
   for (int i = 0; i < 6; ++i) {
-    auto a = append_wait(*l, *ring_, spec_of(payload_for(i, kPayload)));  // 1056 bytes each
+    const std::string p = payload_for(i, kPayload);  // 1056 bytes stored
+    auto a = append_wait(*l, *ring_, spec_of(p));
     ASSERT_TRUE(a.ok());
     durable.push_back(a->durable);
     EXPECT_EQ(l->written_offset().value(), i);
@@ -539,7 +541,8 @@ TEST_F(LogTest, FlushNeverSyncsOnlyOnRollFlushAndClose) {
   c.flush = flush_policy::none();
   auto l = open_log(c);
   for (int i = 0; i < kPerSegment; ++i) {
-    auto a = append_wait(*l, *ring_, spec_of(payload_for(i, kPayload)));
+    const std::string p = payload_for(i, kPayload);
+    auto a = append_wait(*l, *ring_, spec_of(p));
     ASSERT_TRUE(a.ok());
     EXPECT_FALSE(a->durable);
   }

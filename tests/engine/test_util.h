@@ -62,14 +62,27 @@ inline std::string string_of(std::span<const std::byte> b) {
   return std::string(reinterpret_cast<const char*>(b.data()), b.size());
 }
 
-inline batch_spec spec_of(const std::string& payload, int64_t term = 1, int64_t ts = -1,
+// A batch_spec viewing `payload`, which must outlive it (a temporary string may not be passed;
+// a string literal may).
+inline batch_spec spec_of(std::span<const std::byte> payload, int64_t term = 1, int64_t ts = -1,
                           uint32_t offset_count = 1) {
   batch_spec b;
   b.term = term_id(term);
   b.max_timestamp = timestamp_ms(ts);
   b.offset_count = offset_count;
-  b.payload = bytes_of(payload);
+  b.payload = payload;
   return b;
+}
+inline batch_spec spec_of(const std::string& payload, int64_t term = 1, int64_t ts = -1,
+                          uint32_t offset_count = 1) {
+  return spec_of(bytes_of(payload), term, ts, offset_count);
+}
+batch_spec spec_of(std::string&& payload, int64_t term = 1, int64_t ts = -1,
+                   uint32_t offset_count = 1) = delete;
+template <size_t N>
+batch_spec spec_of(const char (&literal)[N], int64_t term = 1, int64_t ts = -1,
+                   uint32_t offset_count = 1) {
+  return spec_of(std::as_bytes(std::span(literal, N - 1)), term, ts, offset_count);
 }
 
 // Appends and runs the ring until the append's callback fired; returns what the callback got.

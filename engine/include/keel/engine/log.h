@@ -154,6 +154,7 @@ class log {
   void issue();
   void issue_chain(chain& c);
   void on_chain_done(chain* c);
+  std::unique_ptr<chain> new_chain();
   void fail(error e);
   void wait_idle();
   const segment* segment_for(offset o) const;
@@ -167,8 +168,9 @@ class log {
   log_config config_;
   io_ring& ring_;
   segment_cache* cache_;
-  std::deque<std::shared_ptr<segment>> segments_;  // by base; the last is active
-  std::deque<std::unique_ptr<chain>> chains_;      // in append order; the last may be building
+  std::deque<std::shared_ptr<segment>> segments_;      // by base; the last is active
+  std::deque<std::unique_ptr<chain>> chains_;          // in append order; the last may be building
+  std::vector<std::vector<std::byte>> spare_buffers_;  // buffers of retired chains, for reuse
   offset log_start_{0};
   offset next_offset_{0};
   offset written_;

@@ -1,0 +1,364 @@
+// keel_engine_compare: each engine case beside a raw baseline on the same filesystem, in the
+// same run, alternating engine and baseline runs so noise hits both. Ends with one line per
+// comparison: `ratio <name> = <engine throughput / baseline throughput>`.
+//
+// Usage: keel_engine_compare <scratch dir on the real disk> [--full]
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "keel/engine/engine.h"
+
+using namespace keel::engine;
+namespace fs = std::filesystem;
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+struct run_result {
+  double seconds = 0;
+  uint64_t bytes = 0;
+  uint64_t ops = 0;
+};
+
+double seconds_since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "keel_engine_compare: %s\n", what.c_str());
+  std::exit(1);
+}
+
+template <class T>
+T must(result<T> r, const char* what) {
+  if (!r) die(std::string(what) + ": " + r.err().describe());
+  return std::move(r).value();
+}
+
+std::string g_root;
+bool g_full = false;
+
+std::string fresh_dir(const std::string& name) {
+  const std::string d = g_root + "/" + name;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+void drop_dir(const std::string& d) {
+  fs::remove_all(d);
+}
+
+std::vector<std::byte> pattern(size_t n) {
+  std::vector<std::byte> v(n);
+  for (size_t i = 0; i < n; ++i)
+    v[i] = static_cast<std::byte>((i * 131 + 7) & 0xff);
+  return v;
+}
+
+// ---- appends -------------------------------------------------------------------------------
+
+// `appenders` appenders, each with one append of `size` bytes outstanding, each issuing its next
+// append when the previous one is acknowledged; runs for `seconds`.
+run_result engine_appends(size_t size, int appenders, double seconds, flush_policy policy,
+                          const char* name) {
+  const std::string dir = fresh_dir(name);
+  auto ring = must(io_ring::create(256), "io_ring");
+  log_config c;
+  c.flush = policy;
+  auto l = must(log::open(dir + "/log", c, *ring), "open");
+  const auto payload = pattern(size);
+  batch_spec b;
+  b.term = term_id(1);
+  b.payload = payload;
+  std::vector<int> ready;
+  for (int i = 0; i < appenders; ++i)
+    ready.push_back(i);
+  uint64_t done = 0;
+  bool durable_ok = true;
+  const bool want_durable = policy.kind == flush_policy::mode::every_append;
+  const auto t0 = clock_type::now();
+  bool stop = false;
+  while (!stop || ready.size() < static_cast<size_t>(appenders)) {
+    if (!stop) {
+      for (int id : std::exchange(ready, {})) {
+        auto r = l->append(b, [&, id](const result<append_ack>& a) {
+          if (!a) die("append: " + a.err().describe());
+          if (want_durable && !a->durable) durable_ok = false;
+          ++done;
+          ready.push_back(id);
+        });
+        if (!r) die("append: " + r.err().describe());
+      }
+      stop = seconds_since(t0) >= seconds;
+    }
+    ring->wait();
+  }
+  const double s = seconds_since(t0);
+  if (!durable_ok) die("an append meant to be durable was acknowledged without a sync");
+  if (auto st = l->close(); !st) die(st.err().describe());
+  l.reset();
+  drop_dir(dir);
+  return {s, done * size, done};
+}
+
+// 1 KiB appends with no sync, as fast as the caller can stage them; the caller's event loop
+// polls the ring once per append.
+run_result engine_appends_nosync(size_t size, uint64_t total_bytes, const char* name) {
+  const std::string dir = fresh_dir(name);
+  auto ring = must(io_ring::create(256), "io_ring");
+  log_config c;
+  c.flush = flush_policy::none();
+  auto l = must(log::open(dir + "/log", c, *ring), "open");
+  const auto payload = pattern(size);
+  batch_spec b;
+  b.term = term_id(1);
+  b.payload = payload;
+  const uint64_t n = total_bytes / size;
+  const auto t0 = clock_type::now();
+  for (uint64_t i = 0; i < n; ++i) {
+    auto r = l->append(b);
+    while (!r && r.err().code == errc::busy) {
+      ring->wait();
+      r = l->append(b);
+    }
+    if (!r) die("append: " + r.err().describe());
+    ring->poll();
+  }
+  ring->drain();
+  const double s = seconds_since(t0);
+  if (l->written_offset().value() != static_cast<int64_t>(n) - 1) die("not everything written");
+  l.reset();
+  drop_dir(dir);
+  return {s, n * size, n};
+}
+
+// pwrite (+ fdatasync) of `size` bytes at the end of a fresh file, for `seconds` or `total_bytes`.
+run_result raw_writes(size_t size, bool sync, double seconds, uint64_t total_bytes,
+                      const char* name) {
+  const std::string dir = fresh_dir(name);
+  const std::string path = dir + "/raw";
+  const int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0) die("open " + path);
+  const auto payload = pattern(size);
+  uint64_t done = 0, position = 0;
+  const auto t0 = clock_type::now();
+  for (;;) {
+    if (::pwrite(fd, payload.data(), size, static_cast<off_t>(position)) !=
+        static_cast<ssize_t>(size))
+      die("pwrite");
+    if (sync && ::fdatasync(fd) != 0) die("fdatasync");
+    position += size;
+    ++done;
+    if (total_bytes ? position >= total_bytes : seconds_since(t0) >= seconds) break;
+  }
+  const double s = seconds_since(t0);
+  ::close(fd);
+  drop_dir(dir);
+  return {s, done * size, done};
+}
+
+// ---- reads ---------------------------------------------------------------------------------
+
+struct read_setup {
+  std::string dir;
+  std::unique_ptr<io_ring> ring;
+  std::unique_ptr<log> l;
+  uint64_t bytes = 0;
+};
+
+// A log of `total` bytes of stored batches of 1 KiB each (header included).
+read_setup make_read_log(uint64_t total) {
+  read_setup r;
+  r.dir = fresh_dir("read");
+  r.ring = must(io_ring::create(256), "io_ring");
+  log_config c;
+  c.flush = flush_policy::none();
+  r.l = must(log::open(r.dir + "/log", c, *r.ring), "open");
+  const auto payload = pattern(1024 - batch_header_size);
+  batch_spec b;
+  b.term = term_id(1);
+  b.payload = payload;
+  for (uint64_t done = 0; done < total; done += 1024) {
+    auto a = r.l->append(b);
+    while (!a && a.err().code == errc::busy) {
+      r.ring->wait();
+      a = r.l->append(b);
+    }
+    if (!a) die("append: " + a.err().describe());
+    r.ring->poll();
+  }
+  r.ring->drain();
+  r.bytes = total;
+  return r;
+}
+
+// Reads everything in 1 MiB reads and copies each view into a 1 MiB buffer.
+run_result engine_read(const read_setup& r, std::vector<std::byte>& buffer, bool verify) {
+  const auto t0 = clock_type::now();
+  offset from = r.l->log_start();
+  uint64_t copied = 0, batches = 0;
+  while (from < r.l->next_offset()) {
+    auto got = r.l->read(from, 1 << 20, r.l->written_offset(), read_options{verify});
+    if (!got) die("read: " + got.err().describe());
+    size_t at = 0;
+    for (const batch_view& v : got->batches) {
+      std::memcpy(buffer.data() + at, v.stored.data(), v.stored.size());
+      at += v.stored.size();
+    }
+    copied += got->bytes;
+    batches += got->batches.size();
+    from = got->next_offset;
+  }
+  const double s = seconds_since(t0);
+  if (copied != r.bytes) die("read back " + std::to_string(copied) + " bytes");
+  return {s, copied, batches};
+}
+
+// memcpy of the same bytes: the segment files mapped, copied in 1 MiB pieces.
+run_result memcpy_baseline(const read_setup& r, std::vector<std::byte>& buffer) {
+  struct mapped {
+    const std::byte* data;
+    size_t size;
+  };
+  std::vector<mapped> maps;
+  for (const auto& e : fs::directory_iterator(r.dir + "/log")) {
+    if (e.path().extension() != ".log") continue;
+    const int fd = ::open(e.path().c_str(), O_RDONLY | O_CLOEXEC);
+    struct stat st {};
+    ::fstat(fd, &st);
+    // The active segment is preallocated beyond its content: copy only content.
+    const size_t size = std::min<size_t>(static_cast<size_t>(st.st_size), r.bytes);
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (p == MAP_FAILED) die("mmap");
+    maps.push_back({static_cast<const std::byte*>(p), size});
+  }
+  uint64_t total = 0;
+  for (const auto& m : maps)
+    total += m.size;
+  const uint64_t limit = r.bytes;
+  const auto t0 = clock_type::now();
+  uint64_t copied = 0;
+  for (const auto& m : maps) {
+    for (size_t at = 0; at < m.size && copied < limit; at += 1 << 20) {
+      const size_t n = std::min<size_t>({size_t{1} << 20, m.size - at, limit - copied});
+      std::memcpy(buffer.data(), m.data + at, n);
+      copied += n;
+    }
+  }
+  const double s = seconds_since(t0);
+  for (const auto& m : maps)
+    ::munmap(const_cast<std::byte*>(m.data), m.size);
+  (void)total;
+  return {s, copied, copied / 1024};
+}
+
+// ---- comparison ----------------------------------------------------------------------------
+
+struct totals {
+  double seconds = 0;
+  uint64_t bytes = 0, ops = 0;
+  void add(const run_result& r) {
+    seconds += r.seconds;
+    bytes += r.bytes;
+    ops += r.ops;
+  }
+  double mb_per_s() const { return static_cast<double>(bytes) / 1e6 / seconds; }
+  double ops_per_s() const { return static_cast<double>(ops) / seconds; }
+};
+
+void print_run(const char* who, int round, const run_result& r) {
+  std::printf("  %-8s run %d: %9.1f MB/s %12.0f ops/s  (%.3f s)\n", who, round,
+              static_cast<double>(r.bytes) / 1e6 / r.seconds,
+              static_cast<double>(r.ops) / r.seconds, r.seconds);
+  std::fflush(stdout);
+}
+
+struct ratio_line {
+  std::string name;
+  double value;
+};
+std::vector<ratio_line> g_ratios;
+
+void compare(const std::string& name, int rounds, const std::function<run_result()>& engine,
+             const std::function<run_result()>& baseline) {
+  std::printf("%s\n", name.c_str());
+  totals e, b;
+  for (int i = 1; i <= rounds; ++i) {
+    const run_result re = engine();
+    print_run("engine", i, re);
+    e.add(re);
+    const run_result rb = baseline();
+    print_run("baseline", i, rb);
+    b.add(rb);
+  }
+  std::printf("  engine %.1f MB/s (%.0f ops/s), baseline %.1f MB/s (%.0f ops/s)\n", e.mb_per_s(),
+              e.ops_per_s(), b.mb_per_s(), b.ops_per_s());
+  g_ratios.push_back({name, e.mb_per_s() / b.mb_per_s()});
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: keel_engine_compare <scratch dir on the real disk> [--full]\n");
+    return 2;
+  }
+  g_root = argv[1];
+  g_full = argc > 2 && std::string(argv[2]) == "--full";
+  fs::create_directories(g_root);
+  const int rounds = g_full ? 5 : 2;
+  const double secs = g_full ? 3.0 : 1.0;
+
+  compare(
+      "append_1MiB_durable_vs_raw", rounds,
+      [&] { return engine_appends(1 << 20, 1, secs, flush_policy::every_append(), "append_1mib"); },
+      [&] { return raw_writes(1 << 20, true, secs, 0, "raw_1mib"); });
+
+  compare(
+      "append_16KiB_durable_x16_vs_raw", rounds,
+      [&] {
+        return engine_appends(16 << 10, 16, secs, flush_policy::every_append(), "append_16kib");
+      },
+      [&] { return raw_writes(16 << 10, true, secs, 0, "raw_16kib"); });
+
+  const uint64_t nosync_bytes = g_full ? (1ull << 30) : (256ull << 20);
+  compare(
+      "append_1KiB_nosync_vs_pwrite", rounds,
+      [&] { return engine_appends_nosync(1024, nosync_bytes, "append_1kib"); },
+      [&] { return raw_writes(1024, false, 0, nosync_bytes, "raw_1kib"); });
+
+  {
+    read_setup r = make_read_log(1ull << 30);
+    std::vector<std::byte> buffer(1 << 20);
+    memcpy_baseline(r, buffer);  // warm the page cache and the page tables of both sides
+    engine_read(r, buffer, false);
+    const run_result verified = engine_read(r, buffer, true);
+    std::printf("read_sequential with checksums verified: %.1f MB/s (not part of the ratio)\n",
+                static_cast<double>(verified.bytes) / 1e6 / verified.seconds);
+    compare(
+        "read_sequential_vs_memcpy", g_full ? 5 : 3, [&] { return engine_read(r, buffer, false); },
+        [&] { return memcpy_baseline(r, buffer); });
+    r.l.reset();
+    drop_dir(r.dir);
+  }
+
+  for (const ratio_line& r : g_ratios)
+    if (r.name.rfind("info: ", 0) == 0) std::printf("(%s: %.2f)\n", r.name.c_str() + 6, r.value);
+  for (const ratio_line& r : g_ratios)
+    if (r.name.rfind("info: ", 0) != 0) std::printf("ratio %s = %.2f\n", r.name.c_str(), r.value);
+  return 0;
+}
