@@ -160,7 +160,7 @@ void broker::start_on_shard0() {
     voters.voters.push_back(raft::node_id(static_cast<uint64_t>(sd.node_id)));
   voters.normalize();
   auto c = controller::open(*metadata_log_, s0.runner->ring(), core_options(0), voters, sink_for(0),
-                            *s0.random);
+                            *s0.random, config_.data_dir + "/metadata.snapshot");
   if (!c) throw std::runtime_error("metadata group: " + c.err().describe());
   controller_ = std::move(c).value();
   controller_->on_change([this] { reconcile(); });

@@ -1,26 +1,138 @@
 #include "keel/server/controller.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <random>
+
+#include "keel/net/wire.h"
 
 namespace keel::server {
 
+namespace {
+
+constexpr uint64_t snapshot_magic = 0x50414E5341544D45ULL;
+
+// Reads the snapshot file; empty when there is none. Start-up only.
+engine::result<std::vector<std::byte>> read_snapshot_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return std::vector<std::byte>();
+    return engine::make_sys_error(errno, "open " + path);
+  }
+  std::vector<std::byte> all;
+  std::byte buf[1 << 16];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0)
+    all.insert(all.end(), buf, buf + n);
+  ::close(fd);
+  net::wire_reader r(all);
+  const bool ok = r.get<uint64_t>() == snapshot_magic;
+  auto image = r.get_bytes(256u << 20);
+  const uint64_t sum = r.get<uint64_t>();
+  if (!ok || !r.ok() || !r.at_end() || sum != XXH3_64bits(all.data(), all.size() - 8))
+    return engine::make_error(engine::errc::corrupt, path + " is damaged");
+  return std::vector<std::byte>(image.begin(), image.end());
+}
+
+}  // namespace
+
 engine::result<std::unique_ptr<controller>> controller::open(
     engine::log& log, engine::io_ring& ring, raft::core_options core, raft::membership voters,
-    partition_host::message_sink sink, raft::random_source& random) {
+    partition_host::message_sink sink, raft::random_source& random, std::string snapshot_path,
+    int64_t snapshot_every) {
   std::unique_ptr<controller> c(new controller());
   c->log_ = &log;
+  c->snapshot_path_ = std::move(snapshot_path);
+  c->snapshot_every_ = snapshot_every;
+  c->snapshotter_.owner = c.get();
+  auto saved = read_snapshot_file(c->snapshot_path_);
+  if (!saved) return std::move(saved).err();
+  if (!saved->empty()) c->restore_image(*saved);
   partition_host_options o;
   o.core = core;
   o.initial_config = std::move(voters);
+  o.snapshots = &c->snapshotter_;
+  controller* self = c.get();
+  o.on_snapshot = [self](const raft::shared_bytes& image) {
+    // A log-start reset from the leader: its snapshot replaces our state, and is kept.
+    self->restore_image(std::span(image.data(), image.size()));
+    self->take_snapshot();
+  };
   auto h = partition_host::open(log, ring, std::move(o), std::move(sink), random);
   if (!h) return std::move(h).err();
   c->host_ = std::move(h).value();
-  controller* self = c.get();
   c->host_->on_commit([self](raft::offset hw) { self->apply_committed(hw); });
-  // What was committed before a restart applies again, from the log start.
+  // What was committed before a restart applies again, from the snapshot on.
   c->apply_committed(c->host_->high_watermark());
   return c;
+}
+
+raft::shared_bytes controller::image() const {
+  std::vector<std::byte> out;
+  net::wire_writer(out).put<int64_t>(applied_.value());
+  const auto state = state_.snapshot();
+  out.insert(out.end(), state.begin(), state.end());
+  return raft::shared_bytes(std::move(out));
+}
+
+void controller::restore_image(std::span<const std::byte> image) {
+  net::wire_reader r(image);
+  const raft::offset at(r.get<int64_t>());
+  metadata_state next;
+  if (!r.ok() || !next.restore(image.subspan(8))) {
+    std::fprintf(stderr, "keel: controller: a metadata snapshot does not decode; ignored\n");
+    return;
+  }
+  state_ = std::move(next);
+  applied_ = at;
+  snapshot_offset_ = at;
+  if (on_change_) on_change_();
+}
+
+raft::shared_bytes controller::snapshotter::snapshot_at(raft::offset through) {
+  // The log starts right after the last snapshot, so a reset always asks for exactly that one.
+  if (through != owner->snapshot_offset_)
+    std::fprintf(stderr, "keel: controller: snapshot asked at %lld, held at %lld\n",
+                 static_cast<long long>(through.value()),
+                 static_cast<long long>(owner->snapshot_offset_.value()));
+  auto saved = read_snapshot_file(owner->snapshot_path_);
+  if (!saved || saved->empty()) return {};
+  return raft::shared_bytes(std::move(saved).value());
+}
+
+void controller::take_snapshot() {
+  // Written whole, synced and renamed into place: a crash leaves the old or the new one.
+  const raft::shared_bytes img = image();
+  std::vector<std::byte> file;
+  net::wire_writer w(file);
+  w.put<uint64_t>(snapshot_magic);
+  w.put_bytes(std::span(img.data(), img.size()));
+  w.put<uint64_t>(XXH3_64bits(file.data(), file.size()));
+  const std::string tmp = snapshot_path_ + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  bool ok = fd >= 0 && ::write(fd, file.data(), file.size()) == static_cast<ssize_t>(file.size()) &&
+            ::fsync(fd) == 0;
+  if (fd >= 0) ::close(fd);
+  ok = ok && ::rename(tmp.c_str(), snapshot_path_.c_str()) == 0;
+  if (ok) {
+    const auto dir = snapshot_path_.substr(0, snapshot_path_.rfind('/'));
+    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);
+      ::close(dfd);
+    }
+  }
+  if (!ok) {
+    std::fprintf(stderr, "keel: controller: cannot write %s: %s\n", snapshot_path_.c_str(),
+                 std::strerror(errno));
+    return;
+  }
+  snapshot_offset_ = applied_;
 }
 
 int32_t controller::leader() const {
@@ -65,6 +177,18 @@ void controller::apply_committed(raft::offset high_watermark) {
     }
   }
   if (changed && on_change_) on_change_();
+  // Snapshot, then drop the log before it (once the host has nothing in flight for it).
+  if (!compacting_ && applied_.value() - snapshot_offset_.value() >= snapshot_every_) {
+    take_snapshot();
+    if (snapshot_offset_ == applied_) {
+      compacting_ = true;
+      host_->compact(applied_.next(), [this](const std::string& error) {
+        compacting_ = false;
+        if (!error.empty())
+          std::fprintf(stderr, "keel: controller: compaction: %s\n", error.c_str());
+      });
+    }
+  }
 }
 
 void controller::submit(std::vector<std::byte> command, reply done) {

@@ -79,6 +79,26 @@ raft::status partition_host::transfer_leadership(raft::node_id target) {
   return s;
 }
 
+void partition_host::compact(raft::offset start,
+                             std::function<void(const std::string& error)> done) {
+  auto record = core_->log_start_for(start);
+  if (!record) return done(record.err().describe());
+  raft_persistent_state next = state_->state();
+  if (start <= next.log_start) return done({});
+  next.log_start = record->start;
+  next.start_prev_term = record->start_prev_term;
+  next.start_config = record->config;
+  next.start_config_offset = record->config_offset;
+  std::erase_if(next.config_offsets, [&](raft::offset o) { return o < start; });
+  // The record first: a crash before the segments go leaves a log that open() cuts to match.
+  state_->save(std::move(next), [this, start, done, alive = alive_](const engine::status& st) {
+    if (!*alive) return;
+    if (!st) return done("cannot persist the log start: " + st.err().describe());
+    if (auto t = log_.truncate_prefix(to_engine(start)); !t) return done(t.err().describe());
+    done({});
+  });
+}
+
 void partition_host::fail(const std::string& why) {
   if (failure_.empty()) {
     failure_ = why;

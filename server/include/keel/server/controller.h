@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "keel/engine/log.h"
@@ -24,11 +25,17 @@ class controller {
   using reply = std::function<void(const apply_result&)>;
 
   // `log` is the metadata group's engine log (kept by the caller); `sink` sends raft messages.
-  static engine::result<std::unique_ptr<controller>> open(engine::log& log, engine::io_ring& ring,
-                                                          raft::core_options core,
-                                                          raft::membership voters,
-                                                          partition_host::message_sink sink,
-                                                          raft::random_source& random);
+  // The state machine is snapshotted to `snapshot_path` every `snapshot_every` applied offsets,
+  // and the log before the snapshot is dropped, so a restart reads one snapshot and a short log.
+  //
+  // Snapshot file, little-endian: u64 magic 0x50414E5341544D45 ("EMTASNAP"), u32 bytes n, then
+  // n bytes of snapshot image, then u64 XXH3-64 of everything before it. The image is what a
+  // follower also receives in a log-start reset: i64 last applied offset, then
+  // metadata_state::snapshot().
+  static engine::result<std::unique_ptr<controller>> open(
+      engine::log& log, engine::io_ring& ring, raft::core_options core, raft::membership voters,
+      partition_host::message_sink sink, raft::random_source& random, std::string snapshot_path,
+      int64_t snapshot_every = 4096);
 
   void tick() { host_->tick(); }
   void step(const raft::message& m) { host_->step(m); }
@@ -36,6 +43,8 @@ class controller {
   bool is_leader() const { return host_->is_leader(); }
   // The broker id of the current controller, or -1.
   int32_t leader() const;
+  raft::offset applied() const { return applied_; }
+  raft::offset snapshot_offset() const { return snapshot_offset_; }
   const metadata_state& state() const { return state_; }
   // Runs after commands applied (the broker reconciles its partitions).
   void on_change(std::function<void()> fn) { on_change_ = std::move(fn); }
@@ -51,6 +60,19 @@ class controller {
   controller() = default;
   void apply_committed(raft::offset high_watermark);
 
+  struct snapshotter final : raft::snapshot_hook {
+    controller* owner = nullptr;
+    raft::shared_bytes snapshot_at(raft::offset through) override;
+  };
+  void take_snapshot();
+  void restore_image(std::span<const std::byte> image);
+  raft::shared_bytes image() const;
+
+  snapshotter snapshotter_;
+  std::string snapshot_path_;
+  int64_t snapshot_every_ = 4096;
+  raft::offset snapshot_offset_ = raft::offset::none();
+  bool compacting_ = false;
   std::unique_ptr<partition_host> host_;
   engine::log* log_ = nullptr;
   metadata_state state_;

@@ -72,6 +72,10 @@ class partition_host {
   raft::result<raft::batch> propose(raft::batch_type type, int64_t offset_count,
                                     raft::shared_bytes payload, proposal_callback done = {});
   raft::status transfer_leadership(raft::node_id target);
+  // Moves the log start to `start` (a committed prefix only): the log-start record is made
+  // durable first, then the engine deletes the segments below it. For retention, and for
+  // groups that keep their state in a snapshot (the metadata group).
+  void compact(raft::offset start, std::function<void(const std::string& error)> done);
 
   raft::core& core() { return *core_; }
   const raft::core& core() const { return *core_; }
