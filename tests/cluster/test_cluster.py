@@ -97,6 +97,23 @@ def main():
             c.wait_for("a new controller", lambda: c.status(other)["controller"] not in (-1, controller))
             c.up()
 
+        @check("keel-broker refuses bad settings, naming them, and a data dir of another node")
+        def _():
+            import os
+            import subprocess
+            broker = os.path.join(BIN, "keel-broker")
+            cases = [
+                (["--node-id", "1", "--data-dir", c.data_dir + "/x", "--seeds", "1@127.0.0.1:1",
+                  "--flush", "sometimes"], "flush:"),
+                (["--node-id", "1", "--data-dir", c.data_dir + "/x"], "seeds:"),
+                (["--node-id", "7", "--data-dir", c.data_dir + "/broker-1", "--seeds",
+                  "7@127.0.0.1:1", "--rpc-listen", "127.0.0.1:1", "--kafka-listen", "127.0.0.1:2"],
+                 "belongs to node 1"),
+            ]
+            for args, expect in cases:
+                p = subprocess.run([broker, *args], capture_output=True, text=True, timeout=30)
+                assert p.returncode != 0 and expect in p.stderr, (args, p.returncode, p.stderr)
+
         @check("cluster down stops every broker gracefully")
         def _():
             out = c.down()
