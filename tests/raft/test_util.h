@@ -17,10 +17,12 @@
 
 namespace keel::raft::testing {
 
-// Always 0: election timeouts are exactly election_ticks, so tests choose who campaigns first.
+// A fixed draw (0 by default): election timeouts are exactly election_ticks + value, so tests
+// choose who campaigns first.
 class zero_random final : public random_source {
  public:
-  uint64_t next_below(uint64_t) override { return 0; }
+  uint64_t value = 0;
+  uint64_t next_below(uint64_t bound) override { return value % bound; }
 };
 
 inline membership voters(std::initializer_list<uint64_t> ids) {
@@ -105,6 +107,7 @@ class cluster {
       auto& t = nodes_[i];
       t = std::make_unique<test_node>();
       t->boot = m;
+      t->random.value = i - 1;  // distinct timeouts: no endless split votes
       core_options o = options_for(i);
       o.pre_vote = pre_vote;
       o.check_quorum = check_quorum;
