@@ -7,15 +7,26 @@ namespace keel::engine {
 
 const char* to_string(errc code) {
   switch (code) {
-    case errc::io_error: return "io_error";
-    case errc::no_space: return "no_space";
-    case errc::corrupt: return "corrupt";
-    case errc::offset_out_of_range: return "offset_out_of_range";
-    case errc::invalid_argument: return "invalid_argument";
-    case errc::log_failed: return "log_failed";
-    case errc::closed: return "closed";
-    case errc::not_found: return "not_found";
-    case errc::already_exists: return "already_exists";
+    case errc::io_error:
+      return "io_error";
+    case errc::no_space:
+      return "no_space";
+    case errc::corrupt:
+      return "corrupt";
+    case errc::offset_out_of_range:
+      return "offset_out_of_range";
+    case errc::invalid_argument:
+      return "invalid_argument";
+    case errc::log_failed:
+      return "log_failed";
+    case errc::closed:
+      return "closed";
+    case errc::not_found:
+      return "not_found";
+    case errc::already_exists:
+      return "already_exists";
+    case errc::busy:
+      return "busy";
   }
   return "unknown";
 }
@@ -32,7 +43,9 @@ std::string error::describe() const {
   return out;
 }
 
-error make_error(errc code, std::string message) { return error{code, 0, std::move(message)}; }
+error make_error(errc code, std::string message) {
+  return error{code, 0, std::move(message)};
+}
 
 error make_sys_error(int sys_errno, std::string message) {
   const errc code = (sys_errno == ENOSPC || sys_errno == EDQUOT) ? errc::no_space : errc::io_error;

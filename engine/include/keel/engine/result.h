@@ -20,14 +20,15 @@ enum class errc {
   closed,               // the log or ring was closed
   not_found,            // no such log, segment or entry
   already_exists,       // a log of that name exists
+  busy,                 // staged bytes are at their bound; retry once completions ran
 };
 
 const char* to_string(errc code);
 
 struct error {
   errc code{};
-  int sys_errno = 0;     // the errno behind io_error / no_space, 0 otherwise
-  std::string message;   // what failed, naming the file and offset where there is one
+  int sys_errno = 0;    // the errno behind io_error / no_space, 0 otherwise
+  std::string message;  // what failed, naming the file and offset where there is one
 
   std::string describe() const;
 };
@@ -77,6 +78,8 @@ class [[nodiscard]] result {
 struct ok_t {};
 // status: a result that carries no value.
 using status = result<ok_t>;
-inline status ok_status() { return ok_t{}; }
+inline status ok_status() {
+  return ok_t{};
+}
 
 }  // namespace keel::engine

@@ -1,0 +1,186 @@
+// log: one partition's durable, segmented log of stored batches.
+//
+// A log is one directory:
+//   <base>.log / .index / .timeindex   one segment per base offset (segment.h)
+//   log_start                          the persisted log start offset (24 bytes: u64 magic
+//                                      0x5452415453474F4C "LOGSTART", i64 offset, u64 XXH3-64 of
+//                                      the first 16 bytes), written on truncate_prefix
+//   clean_shutdown                     present only between a clean close() and the next open
+//                                      (48 bytes: u64 magic 0x4E574F4454554853 "SHUTDOWN", i64
+//                                      next offset, i64 active segment base, u64 active segment
+//                                      size, u64 last batch position, u64 XXH3-64 of the first
+//                                      40 bytes); lets open() skip the recovery scan
+//
+// Offsets. Every stored batch spans [base, last]; batches follow on without gaps. Three points
+// advance in order, asserted at every update (offset::none() style values are log_start - 1):
+//   appended  the last offset handed to append(); readable by no one yet
+//   written   the last offset whose bytes reached the file (the page cache); readable
+//   durable   the last offset covered by a completed fdatasync; survives power loss
+// durable <= written <= appended.
+//
+// Writes. append() copies the batch into the staged buffer of the active segment and returns its
+// offsets at once. Staged bytes go to the kernel as one write chain through the thread's io_ring:
+// [fallocate ahead] -> write -> [fdatasync], linked. While a syncing chain is in flight, new
+// appends gather in the next chain (group commit); unsynced chains may overlap up to
+// write_chains_in_flight_max. Completions run in order and fire each append's callback with
+// its offsets and whether they are durable. No system call on this path blocks for the disk.
+//
+// Reads. read() returns views of whole batches straight from the segment maps, from the batch
+// that contains the requested offset, never past the written end nor past the caller's bound.
+// A view keeps its segment's map alive across a roll, a truncation or a deletion.
+//
+// Threading: a log and its io_ring belong to one thread. Nothing here is synchronized.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "keel/engine/batch_format.h"
+#include "keel/engine/io_ring.h"
+#include "keel/engine/log_config.h"
+#include "keel/engine/result.h"
+#include "keel/engine/segment.h"
+
+namespace keel::engine {
+
+class segment_cache;
+
+// What to append: one batch spanning `offset_count` offsets.
+struct batch_spec {
+  uint8_t type = 0;
+  term_id term;
+  timestamp_ms max_timestamp = timestamp_ms::none();
+  uint32_t offset_count = 1;
+  std::span<const std::byte> payload;
+  // Set by a Raft follower: the offset the batch must start at (it must equal next_offset()).
+  std::optional<offset> base;
+};
+
+struct append_ack {
+  offset base;
+  offset last;
+  bool durable = false;
+};
+// Called once per append: with its offsets once written (durable says whether an fdatasync
+// covers them), or with the error that failed the log.
+using append_callback = std::function<void(const result<append_ack>&)>;
+
+// A stored batch inside a segment map: header fields plus its bytes, valid while held.
+struct batch_view {
+  batch_header header;
+  std::span<const std::byte> stored;  // header + payload, as on disk
+  std::shared_ptr<const file_map> keep_alive;
+
+  std::span<const std::byte> payload() const { return stored.subspan(batch_header_size); }
+};
+
+struct read_result {
+  std::vector<batch_view> batches;
+  uint64_t bytes = 0;  // stored bytes of all batches
+  offset next_offset;  // the offset after the last batch returned (the next read's start)
+};
+
+struct read_options {
+  bool verify_checksums = true;  // off for hot reads that trust the page cache
+};
+
+class log {
+ public:
+  // Opens the log in `dir`, creating it when absent. Runs recovery unless the clean-shutdown
+  // marker is valid. Warnings (a cut tail, a rebuilt index) go to `warn`.
+  static result<std::unique_ptr<log>> open(std::string dir, log_config config, io_ring& ring,
+                                           segment_cache* cache = nullptr);
+  ~log();
+  log(const log&) = delete;
+  log& operator=(const log&) = delete;
+
+  // Assigns offsets [next_offset, next_offset + offset_count) and stages the batch. Errors:
+  // log_failed after an I/O failure, invalid_argument for a bad spec or base, offsets must
+  // strictly increase and terms never decrease.
+  result<append_ack> append(const batch_spec& batch, append_callback done = {});
+  // Forces an fdatasync of everything appended so far; `done` runs when it is durable.
+  void flush(std::function<void(const status&)> done = {});
+  // Time-driven work: interval flushes and segment_ms rolls.
+  void tick();
+
+  result<read_result> read(offset from, uint64_t max_bytes, offset upper_bound,
+                           read_options options = {}) const;
+  // The header of the batch containing `o`.
+  result<batch_header> batch_at(offset o) const;
+  // The base offset of the first batch whose max timestamp is >= target; nullopt when none.
+  result<std::optional<offset>> offset_for_timestamp(timestamp_ms target) const;
+
+  // Removes every batch from `from` on (a batch boundary in [log_start, next_offset]); durable
+  // before it returns. Waits for this log's writes in flight through the ring.
+  status truncate_suffix(offset from);
+  // Moves the log start to `new_start`, deleting whole segments below it, and persists it. A
+  // start beyond next_offset empties the log, which then continues from there.
+  status truncate_prefix(offset new_start);
+  // Deletes closed segments past retention_ms (by their newest timestamp) or beyond
+  // retention_bytes; returns the new log start.
+  result<offset> apply_retention();
+
+  // Syncs, seals the indexes and writes the clean-shutdown marker. The log is unusable after.
+  status close();
+
+  offset log_start() const { return log_start_; }
+  offset next_offset() const { return next_offset_; }
+  offset appended_offset() const { return next_offset_.prev(); }
+  offset written_offset() const { return written_; }
+  offset durable_offset() const { return durable_; }
+  term_id last_term() const { return last_term_; }
+  uint64_t size_bytes() const;
+  size_t segment_count() const { return segments_.size(); }
+  const std::string& dir() const { return dir_; }
+  const log_config& config() const { return config_; }
+  // The error that stopped appends, if one did.
+  const std::optional<error>& failure() const { return failure_; }
+  uint64_t staged_bytes() const;
+  // Runs after written or durable advanced (after the per-append callbacks).
+  void set_progress_listener(std::function<void()> listener) { on_progress_ = std::move(listener); }
+
+ private:
+  struct chain;
+  log(std::string dir, log_config config, io_ring& ring, segment_cache* cache);
+  status recover();
+  status roll(uint64_t reserve_bytes);
+  bool sync_due(const chain& c) const;
+  void issue();
+  void issue_chain(chain& c);
+  void on_chain_done(chain* c);
+  void fail(error e);
+  void wait_idle();
+  const segment* segment_for(offset o) const;
+  status ensure_mapped(const segment& s) const;
+  status persist_log_start(offset start);
+  status sync_directory();
+  void check_offsets() const;
+  int64_t now() const { return config_.now_ms(); }
+
+  std::string dir_;
+  log_config config_;
+  io_ring& ring_;
+  segment_cache* cache_;
+  std::deque<std::shared_ptr<segment>> segments_;  // by base; the last is active
+  std::deque<std::unique_ptr<chain>> chains_;      // in append order; the last may be building
+  offset log_start_{0};
+  offset next_offset_{0};
+  offset written_;
+  offset durable_;
+  term_id last_term_{0};
+  uint64_t bytes_since_sync_ = 0;
+  int64_t last_sync_ms_ = 0;
+  bool directory_sync_pending_ = false;
+  int directory_fd_ = -1;
+  bool closed_ = false;
+  std::optional<error> failure_;
+  std::function<void()> on_progress_;
+};
+
+}  // namespace keel::engine

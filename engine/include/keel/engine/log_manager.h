@@ -1,0 +1,65 @@
+// log_manager: every partition log under one data directory, served by one thread's io_ring.
+//
+// Layout: <data_dir>/<log name>/ is one log (log.h). Names are what the owner chooses (the
+// broker uses "<topic>-<partition>"): 1 to 200 characters of [A-Za-z0-9._-], not "." or "..".
+// Open logs hold one descriptor each (their active segment's .log; maps need none), and closed
+// segments are mapped only while used, at most mapped_segments_max at once across all logs,
+// so thousands of logs fit the process's descriptor and map limits.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "keel/engine/io_ring.h"
+#include "keel/engine/log.h"
+#include "keel/engine/log_config.h"
+#include "keel/engine/segment_cache.h"
+
+namespace keel::engine {
+
+class log_manager {
+ public:
+  struct options {
+    std::string data_dir;
+    log_config defaults;                           // for logs opened without their own config
+    size_t mapped_segments_max = 4096;             // closed segments mapped at once, all logs
+    int64_t retention_check_interval_ms = 300000;  // how often tick() applies retention
+  };
+
+  // Opens (recovering as needed) every log under data_dir, creating data_dir when absent.
+  static result<std::unique_ptr<log_manager>> open(options opts, io_ring& ring);
+  ~log_manager();
+  log_manager(const log_manager&) = delete;
+  log_manager& operator=(const log_manager&) = delete;
+
+  // The log called `name`, opened (or created) with `config` if it is not open yet.
+  result<log*> open_log(const std::string& name, std::optional<log_config> config = {});
+  log* find(const std::string& name) const;
+  // Deletes the log and its directory.
+  status remove(const std::string& name);
+  std::vector<std::string> names() const;
+  size_t size() const { return logs_.size(); }
+  size_t mapped_segments() const { return cache_.mapped(); }
+
+  // Interval flushes and segment_ms rolls of every log; retention every
+  // retention_check_interval_ms.
+  void tick();
+  // Closes every log cleanly (each writes its clean-shutdown marker); the first error wins.
+  status close();
+
+  static bool valid_name(const std::string& name);
+
+ private:
+  log_manager(options opts, io_ring& ring);
+
+  options options_;
+  io_ring& ring_;
+  segment_cache cache_;
+  std::map<std::string, std::unique_ptr<log>> logs_;
+  int64_t last_retention_ms_ = 0;
+};
+
+}  // namespace keel::engine

@@ -1,0 +1,145 @@
+#include "keel/engine/io_ring.h"
+
+#include <liburing.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace keel::engine {
+
+result<std::unique_ptr<io_ring>> io_ring::create(unsigned entries) {
+  auto ring = std::make_unique<::io_uring>();
+  io_uring_params params{};
+  params.flags = IORING_SETUP_CQSIZE;
+  params.cq_entries = entries * 2;
+  const int rc = io_uring_queue_init_params(entries, ring.get(), &params);
+  if (rc < 0) return make_sys_error(-rc, "io_uring_queue_init");
+  const int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (efd < 0) {
+    const int e = errno;
+    io_uring_queue_exit(ring.get());
+    return make_sys_error(e, "eventfd for io_uring completions");
+  }
+  if (const int r = io_uring_register_eventfd(ring.get(), efd); r < 0) {
+    io_uring_queue_exit(ring.get());
+    ::close(efd);
+    return make_sys_error(-r, "io_uring_register_eventfd");
+  }
+  return std::unique_ptr<io_ring>(new io_ring(std::move(ring), efd));
+}
+
+io_ring::io_ring(std::unique_ptr<::io_uring> ring, int event_fd)
+    : ring_(std::move(ring)), event_fd_(event_fd) {}
+
+io_ring::~io_ring() {
+  // Operations point into their owners' memory: none may complete after the ring is gone.
+  drain();
+  io_uring_queue_exit(ring_.get());
+  ::close(event_fd_);
+}
+
+io_uring_sqe* io_ring::next_sqe(operation* op) {
+  KEEL_ASSERT(op != nullptr && op->complete != nullptr, "an operation needs a completion");
+  io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
+  while (sqe == nullptr) {
+    // The submission queue is full: hand it to the kernel to make room. A link chain is never
+    // split here because chains are far shorter than the queue and are prepared back to back.
+    submit();
+    sqe = io_uring_get_sqe(ring_.get());
+  }
+  io_uring_sqe_set_data(sqe, op);
+  ++in_flight_;
+  ++queued_;
+  return sqe;
+}
+
+void io_ring::prep_write(operation* op, int fd, const void* data, size_t bytes,
+                         uint64_t file_offset, bool link) {
+  io_uring_sqe* sqe = next_sqe(op);
+  io_uring_prep_write(sqe, fd, data, static_cast<unsigned>(bytes), file_offset);
+  if (link) sqe->flags |= IOSQE_IO_LINK;
+}
+
+void io_ring::prep_writev(operation* op, int fd, const iovec* iov, unsigned iov_count,
+                          uint64_t file_offset, bool link) {
+  io_uring_sqe* sqe = next_sqe(op);
+  io_uring_prep_writev(sqe, fd, iov, iov_count, file_offset);
+  if (link) sqe->flags |= IOSQE_IO_LINK;
+}
+
+void io_ring::prep_fdatasync(operation* op, int fd, bool link) {
+  io_uring_sqe* sqe = next_sqe(op);
+  io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+  if (link) sqe->flags |= IOSQE_IO_LINK;
+}
+
+void io_ring::prep_fsync(operation* op, int fd, bool link) {
+  io_uring_sqe* sqe = next_sqe(op);
+  io_uring_prep_fsync(sqe, fd, 0);
+  if (link) sqe->flags |= IOSQE_IO_LINK;
+}
+
+void io_ring::prep_fallocate(operation* op, int fd, int mode, uint64_t file_offset, uint64_t bytes,
+                             bool link) {
+  io_uring_sqe* sqe = next_sqe(op);
+  io_uring_prep_fallocate(sqe, fd, mode, file_offset, bytes);
+  if (link) sqe->flags |= IOSQE_IO_LINK;
+}
+
+void io_ring::submit() {
+  if (queued_ == 0) return;
+  int rc;
+  do {
+    rc = io_uring_submit(ring_.get());
+  } while (rc == -EINTR);
+  // -EBUSY/-EAGAIN: the completion queue is full; reaping frees it and the next submit retries.
+  if (rc == -EBUSY || rc == -EAGAIN) {
+    reap();
+    return;
+  }
+  KEEL_ASSERT(rc >= 0, "io_uring_submit failed for a reason other than backpressure");
+  queued_ = queued_ > static_cast<size_t>(rc) ? queued_ - static_cast<size_t>(rc) : 0;
+}
+
+size_t io_ring::reap() {
+  size_t done = 0;
+  io_uring_cqe* cqe = nullptr;
+  while (io_uring_peek_cqe(ring_.get(), &cqe) == 0 && cqe != nullptr) {
+    auto* op = static_cast<operation*>(io_uring_cqe_get_data(cqe));
+    const int res = cqe->res;
+    io_uring_cqe_seen(ring_.get(), cqe);
+    KEEL_ASSERT(in_flight_ > 0, "a completion arrived with nothing in flight");
+    --in_flight_;
+    ++done;
+    op->complete(op, res);  // may queue more operations
+  }
+  return done;
+}
+
+size_t io_ring::poll() {
+  submit();
+  const size_t done = reap();
+  submit();  // handlers may have queued follow-up operations
+  return done;
+}
+
+size_t io_ring::wait() {
+  submit();
+  if (in_flight_ == 0) return 0;
+  io_uring_cqe* cqe = nullptr;
+  int rc;
+  do {
+    rc = io_uring_wait_cqe(ring_.get(), &cqe);
+  } while (rc == -EINTR);
+  KEEL_ASSERT(rc == 0, "io_uring_wait_cqe failed");
+  return poll();
+}
+
+void io_ring::drain() {
+  while (in_flight_ > 0)
+    wait();
+}
+
+}  // namespace keel::engine

@@ -1,0 +1,956 @@
+#include "keel/engine/log.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+
+#include "keel/engine/segment_cache.h"
+
+namespace keel::engine {
+namespace {
+
+constexpr uint64_t log_start_magic = 0x5452415453474F4CULL;  // "LOGSTART"
+constexpr uint64_t shutdown_magic = 0x4E574F4454554853ULL;   // "SHUTDOWN"
+constexpr const char* log_start_file = "log_start";
+constexpr const char* shutdown_file = "clean_shutdown";
+
+void warn(const std::string& message) {
+  std::fprintf(stderr, "keel: warning: %s\n", message.c_str());
+}
+
+template <class T>
+void put(std::byte* p, T v) {
+  std::memcpy(p, &v, sizeof(T));
+}
+template <class T>
+T get(const std::byte* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+
+// Writes `bytes` to dir/name atomically and durably: a temporary file, fsync, rename, fsync dir.
+status write_file_durably(const std::string& dir, const char* name, const std::byte* bytes,
+                          size_t size) {
+  const std::string path = dir + "/" + name;
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return make_sys_error(errno, "create " + tmp);
+  const ssize_t n = ::pwrite(fd, bytes, size, 0);
+  const int write_errno = errno;
+  if (n != static_cast<ssize_t>(size) || ::fsync(fd) != 0) {
+    const int e = n < 0 ? write_errno : (errno ? errno : EIO);
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return make_sys_error(e, "write " + tmp);
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return make_sys_error(errno, "rename " + tmp);
+  return ok_status();
+}
+
+// Reads a whole small file; nullopt when it does not exist.
+result<std::optional<std::vector<std::byte>>> read_small_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return std::optional<std::vector<std::byte>>();
+    return make_sys_error(errno, "open " + path);
+  }
+  std::vector<std::byte> out(256);
+  const ssize_t n = ::pread(fd, out.data(), out.size(), 0);
+  const int e = errno;
+  ::close(fd);
+  if (n < 0) return make_sys_error(e, "read " + path);
+  out.resize(static_cast<size_t>(n));
+  return std::optional<std::vector<std::byte>>(std::move(out));
+}
+
+bool parse_segment_name(const char* name, offset& base) {
+  // 20 decimal digits then ".log"
+  if (std::strlen(name) != 24 || std::strcmp(name + 20, ".log") != 0) return false;
+  int64_t v = 0;
+  for (int i = 0; i < 20; ++i) {
+    if (name[i] < '0' || name[i] > '9') return false;
+    if (v > (INT64_MAX - 9) / 10) return false;
+    v = v * 10 + (name[i] - '0');
+  }
+  base = offset(v);
+  return true;
+}
+
+int64_t system_now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+std::string log_config::validate() const {
+  if (segment_bytes < 4096 || segment_bytes > (1ull << 32) - (1ull << 20))
+    return "segment_bytes must lie in [4096, 4 GiB - 1 MiB]";
+  if (segment_ms <= 0) return "segment_ms must be positive";
+  if (index_interval_bytes == 0) return "index_interval_bytes must be positive";
+  if (index_max_bytes < 4096) return "index_max_bytes must be at least 4096";
+  if (preallocate_bytes < 4096) return "preallocate_bytes must be at least 4096";
+  if (flush.kind == flush_policy::mode::every_bytes && flush.bytes == 0)
+    return "flush every N bytes needs N > 0";
+  if (flush.kind == flush_policy::mode::every_interval && flush.interval_ms <= 0)
+    return "flush every T ms needs T > 0";
+  if (write_chains_in_flight_max == 0) return "write_chains_in_flight_max must be positive";
+  if (staged_bytes_max < (1u << 20)) return "staged_bytes_max must be at least 1 MiB";
+  return {};
+}
+
+// One write chain: the staged bytes of one segment, then their write (and sync) in flight.
+struct log::chain {
+  enum class state { building, issued, done };
+  enum class op_kind { allocate, write, sync, directory_sync };
+  struct op : io_ring::operation {
+    chain* owner = nullptr;
+    op_kind kind{};
+  };
+  struct pending_ack {
+    offset base;
+    offset last;
+    append_callback done;
+  };
+
+  log* owner = nullptr;
+  std::shared_ptr<segment> seg;
+  uint64_t position = 0;  // file position of buffer[0]
+  std::vector<std::byte> buffer;
+  bool has_batches = false;
+  offset last;  // last offset staged in this chain
+  std::vector<pending_ack> acks;
+  std::vector<std::function<void(const status&)>> flush_waiters;
+  bool force_sync = false;
+  bool sealing = false;  // the last chain of a rolled segment: synced, then the segment sealed
+  state st = state::building;
+
+  op ops[4];
+  int ops_pending = 0;
+  uint64_t written_bytes = 0;
+  bool has_sync = false;
+  int syncs_ok = 0;
+  int syncs_needed = 0;
+  int cancels_expected = 0;
+  int error = 0;
+
+  chain() {
+    for (int i = 0; i < 4; ++i) {
+      ops[i].owner = this;
+      ops[i].kind = static_cast<op_kind>(i);
+      ops[i].complete = &chain::on_complete;
+    }
+  }
+
+  static void on_complete(io_ring::operation* base, int res) {
+    auto* o = static_cast<op*>(base);
+    o->owner->complete(o->kind, res);
+  }
+
+  void complete(op_kind kind, int res) {
+    KEEL_ASSERT(ops_pending > 0, "a chain completion without an operation pending");
+    --ops_pending;
+    if (res == -ECANCELED && cancels_expected > 0) {
+      --cancels_expected;
+    } else if (res < 0) {
+      if (error == 0) error = -res;
+    } else if (kind == op_kind::write) {
+      written_bytes += static_cast<uint64_t>(res);
+      if (res == 0 && written_bytes < buffer.size()) {
+        if (error == 0) error = EIO;
+      } else if (written_bytes < buffer.size() && error == 0) {
+        // A short write ends its link chain: the linked sync comes back cancelled. Write the
+        // rest, then sync again.
+        if (has_sync) ++cancels_expected;
+        owner->ring_.prep_write(&ops[1], seg->fd(), buffer.data() + written_bytes,
+                                buffer.size() - written_bytes, position + written_bytes, has_sync);
+        ++ops_pending;
+        if (has_sync) {
+          owner->ring_.prep_fdatasync(&ops[2], seg->fd(), false);
+          ++ops_pending;
+        }
+      }
+    } else if (kind == op_kind::sync || kind == op_kind::directory_sync) {
+      ++syncs_ok;
+    }
+    if (ops_pending == 0) {
+      st = state::done;
+      owner->on_chain_done(this);
+    }
+  }
+
+  bool synced() const { return has_sync && error == 0 && syncs_ok >= syncs_needed; }
+};
+
+log::log(std::string dir, log_config config, io_ring& ring, segment_cache* cache)
+    : dir_(std::move(dir)), config_(std::move(config)), ring_(ring), cache_(cache) {
+  if (!config_.now_ms) config_.now_ms = &system_now_ms;
+}
+
+log::~log() {
+  // Chains in flight point into this log: let the ring finish them first.
+  wait_idle();
+  if (cache_) {
+    for (auto& s : segments_)
+      cache_->forget(s.get());
+  }
+  if (directory_fd_ >= 0) ::close(directory_fd_);
+}
+
+result<std::unique_ptr<log>> log::open(std::string dir, log_config config, io_ring& ring,
+                                       segment_cache* cache) {
+  if (std::string bad = config.validate(); !bad.empty())
+    return make_error(errc::invalid_argument, "log " + dir + ": " + bad);
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+    return make_sys_error(errno, "create log directory " + dir);
+  std::unique_ptr<log> l(new log(std::move(dir), std::move(config), ring, cache));
+  // Kept open for the log's life: the ring resolves descriptors when an operation runs, which
+  // for an fsync is later, on a kernel worker.
+  l->directory_fd_ = ::open(l->dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (l->directory_fd_ < 0) return make_sys_error(errno, "open log directory " + l->dir_);
+  if (auto s = l->recover(); !s) return std::move(s).err();
+  l->last_sync_ms_ = l->now();
+  l->check_offsets();
+  return l;
+}
+
+status log::sync_directory() {
+  if (::fsync(directory_fd_) != 0) return make_sys_error(errno, "fsync directory " + dir_);
+  return ok_status();
+}
+
+status log::persist_log_start(offset start) {
+  std::byte buf[24];
+  put<uint64_t>(buf, log_start_magic);
+  put<int64_t>(buf + 8, start.value());
+  put<uint64_t>(buf + 16, XXH3_64bits(buf, 16));
+  if (auto s = write_file_durably(dir_, log_start_file, buf, sizeof buf); !s) return s;
+  return sync_directory();
+}
+
+status log::recover() {
+  // 1. What is in the directory.
+  std::vector<offset> bases;
+  DIR* d = ::opendir(dir_.c_str());
+  if (d == nullptr) return make_sys_error(errno, "list log directory " + dir_);
+  std::vector<std::string> others;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    offset base;
+    if (parse_segment_name(e->d_name, base))
+      bases.push_back(base);
+    else
+      others.push_back(name);
+  }
+  ::closedir(d);
+  std::sort(bases.begin(), bases.end());
+  for (const std::string& name : others) {
+    const bool index =
+        name.size() > 20 && (name.substr(20) == ".index" || name.substr(20) == ".timeindex");
+    if (index) {
+      offset b;
+      if (!parse_segment_name((name.substr(0, 20) + ".log").c_str(), b) ||
+          !std::binary_search(bases.begin(), bases.end(), b)) {
+        warn(dir_ + "/" + name + ": an index without its segment; deleted");
+        ::unlink((dir_ + "/" + name).c_str());
+      }
+    } else if (name.size() > 4 && name.substr(name.size() - 4) == ".tmp") {
+      ::unlink((dir_ + "/" + name).c_str());  // a durable write that did not finish
+    } else if (name != log_start_file && name != shutdown_file) {
+      warn(dir_ + "/" + name + ": not a file of a Keel log; left alone");
+    }
+  }
+
+  // 2. The persisted log start.
+  auto start_bytes = read_small_file(dir_ + "/" + log_start_file);
+  if (!start_bytes) return std::move(start_bytes).err();
+  if (start_bytes->has_value()) {
+    const auto& b = **start_bytes;
+    if (b.size() != 24 || get<uint64_t>(b.data()) != log_start_magic ||
+        get<uint64_t>(b.data() + 16) != XXH3_64bits(b.data(), 16) ||
+        get<int64_t>(b.data() + 8) < 0) {
+      return make_error(errc::corrupt, dir_ + "/log_start is damaged");
+    }
+    log_start_ = offset(get<int64_t>(b.data() + 8));
+  } else if (!bases.empty()) {
+    log_start_ = bases.front();
+  }
+
+  // 3. The clean-shutdown marker, removed durably before anything may change.
+  struct marker_t {
+    offset next;
+    offset active_base;
+    uint64_t active_size;
+    uint64_t last_batch_position;
+  };
+  std::optional<marker_t> marker;
+  auto marker_bytes = read_small_file(dir_ + "/" + shutdown_file);
+  if (!marker_bytes) return std::move(marker_bytes).err();
+  if (marker_bytes->has_value()) {
+    const auto& b = **marker_bytes;
+    if (b.size() == 48 && get<uint64_t>(b.data()) == shutdown_magic &&
+        get<uint64_t>(b.data() + 40) == XXH3_64bits(b.data(), 40)) {
+      marker = marker_t{offset(get<int64_t>(b.data() + 8)), offset(get<int64_t>(b.data() + 16)),
+                        get<uint64_t>(b.data() + 24), get<uint64_t>(b.data() + 32)};
+    } else {
+      warn(dir_ + "/clean_shutdown is damaged; recovering by scan");
+    }
+    if (::unlink((dir_ + "/" + shutdown_file).c_str()) != 0)
+      return make_sys_error(errno, "remove " + dir_ + "/clean_shutdown");
+    if (auto s = sync_directory(); !s) return s;
+  }
+
+  // 4. Segments wholly below the log start are gone (a crash inside truncate_prefix).
+  while (bases.size() > 1 && bases[1] <= log_start_) {
+    auto s = segment::open_closed(dir_, bases.front(), 0);
+    if (auto r = s->remove_files(); !r) return r;
+    bases.erase(bases.begin());
+  }
+  if (bases.empty()) {
+    auto seg = segment::create(dir_, log_start_, config_, config_.segment_bytes);
+    if (!seg) return std::move(seg).err();
+    segments_.push_back(std::move(seg).value());
+    if (auto s = sync_directory(); !s) return s;
+    next_offset_ = log_start_;
+    written_ = durable_ = log_start_.prev();
+    return ok_status();
+  }
+
+  for (size_t i = 0; i + 1 < bases.size(); ++i) {
+    struct stat st {};
+    const std::string p = dir_ + "/" + segment_file_stem(bases[i]) + ".log";
+    if (::stat(p.c_str(), &st) != 0) return make_sys_error(errno, "stat " + p);
+    segments_.push_back(segment::open_closed(dir_, bases[i], static_cast<uint64_t>(st.st_size)));
+  }
+
+  if (!marker && !segments_.empty()) {
+    if (auto s = segments_.back()->repair_unsealed_tail(); !s) return s;
+  }
+
+  // 5. The active segment: trusted from the marker when it checks out, scanned otherwise.
+  const offset active_base = bases.back();
+  bool trusted = false;
+  if (marker && marker->active_base == active_base) {
+    auto seg = segment::open_active(dir_, active_base, config_, marker->active_size);
+    if (seg) {
+      auto& s = *seg;
+      s->set_last_batch_position(marker->last_batch_position);
+      bool ok = true;
+      if (marker->active_size > 0) {
+        auto h = s->header_at(marker->last_batch_position);
+        ok = h && h->last_offset.next() == marker->next &&
+             marker->last_batch_position + h->stored_size() == marker->active_size &&
+             verify_batch(s->map()->bytes(marker->last_batch_position, h->stored_size()), *h);
+        if (ok) last_term_ = h->term;
+      } else {
+        ok = marker->next == active_base;
+      }
+      if (ok) {
+        segments_.push_back(std::move(seg).value());
+        next_offset_ = marker->next;
+        trusted = true;
+      }
+    }
+    if (!trusted) warn(dir_ + ": the clean-shutdown marker does not match the files; scanning");
+  }
+  if (!trusted) {
+    auto seg = segment::open_active(dir_, active_base, config_, std::nullopt);
+    if (!seg) return std::move(seg).err();
+    auto scan = (*seg)->recover(term_id(0), config_.index_interval_bytes);
+    if (!scan) return std::move(scan).err();
+    if (!scan->clean_end) {
+      warn((*seg)->path(".log") + ": cut at position " + std::to_string(scan->end) + " (offset " +
+           std::to_string(scan->next_offset.value()) + "): " + scan->damage);
+    }
+    // Zero whatever follows the valid batches so no stale bytes can be mistaken for batches.
+    const uint64_t alloc = (*seg)->allocated();
+    if (alloc > scan->end) {
+      if (::fallocate((*seg)->fd(), FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                      static_cast<off_t>(scan->end), static_cast<off_t>(alloc - scan->end)) != 0)
+        return make_sys_error(errno, "zero the tail of " + (*seg)->path(".log"));
+    }
+    // The previous process may have died with bytes only in the page cache: make them durable.
+    if (::fdatasync((*seg)->fd()) != 0)
+      return make_sys_error(errno, "fdatasync " + (*seg)->path(".log"));
+    next_offset_ = scan->next_offset;
+    last_term_ = scan->last_term;
+    segments_.push_back(std::move(seg).value());
+  }
+  written_ = durable_ = next_offset_.prev();
+  if (log_start_ > next_offset_) {
+    // A reset beyond the end that crashed before its new segment existed.
+    return truncate_prefix(log_start_);
+  }
+  if (segments_.back()->size() == 0 && segments_.size() > 1 && next_offset_ > log_start_) {
+    auto h = batch_at(next_offset_.prev());
+    if (h) last_term_ = h->term;
+  }
+  return ok_status();
+}
+
+void log::check_offsets() const {
+  KEEL_ASSERT(durable_ <= written_, "durable <= written");
+  KEEL_ASSERT(written_ <= next_offset_.prev(), "written <= appended");
+  KEEL_ASSERT(log_start_ <= next_offset_, "log start <= next offset");
+}
+
+uint64_t log::size_bytes() const {
+  uint64_t n = 0;
+  for (const auto& s : segments_)
+    n += s->size();
+  return n;
+}
+
+uint64_t log::staged_bytes() const {
+  uint64_t n = 0;
+  for (const auto& c : chains_)
+    if (c->st == chain::state::building) n += c->buffer.size();
+  return n;
+}
+
+status log::roll(uint64_t reserve_bytes) {
+  const std::shared_ptr<segment>& old = segments_.back();
+  // The old segment's last chain syncs it and then seals it; until that sync completes no
+  // chain of the new segment is issued, so a crash never leaves a gap between the two.
+  if (!chains_.empty() && chains_.back()->st == chain::state::building &&
+      chains_.back()->seg == old) {
+    chains_.back()->sealing = true;
+  } else {
+    auto c = std::make_unique<chain>();
+    c->owner = this;
+    c->seg = old;
+    c->position = old->size();
+    c->sealing = true;
+    chains_.push_back(std::move(c));
+  }
+  auto seg = segment::create(dir_, next_offset_, config_, reserve_bytes);
+  if (!seg) return std::move(seg).err();
+  segments_.push_back(std::move(seg).value());
+  directory_sync_pending_ = true;
+  return ok_status();
+}
+
+result<append_ack> log::append(const batch_spec& batch, append_callback done) {
+  if (closed_) return make_error(errc::closed, "log " + dir_ + " is closed");
+  if (failure_)
+    return make_error(errc::log_failed, "log " + dir_ + " failed: " + failure_->describe());
+  if (batch.offset_count == 0)
+    return make_error(errc::invalid_argument, "a batch spans at least one offset");
+  if (batch.payload.size() > batch_payload_max_bytes)
+    return make_error(errc::invalid_argument, "payload larger than 1 GiB");
+  if (batch.term < last_term_)
+    return make_error(errc::invalid_argument, "term " + std::to_string(batch.term.value()) +
+                                                  " is below the log's last term " +
+                                                  std::to_string(last_term_.value()));
+  if (batch.base && *batch.base != next_offset_)
+    return make_error(errc::invalid_argument, "base offset " + std::to_string(batch.base->value()) +
+                                                  " does not follow the log's end " +
+                                                  std::to_string(next_offset_.value()));
+  const uint64_t stored = batch_header_size + batch.payload.size();
+  if (staged_bytes() + stored > config_.staged_bytes_max && staged_bytes() > 0)
+    return make_error(errc::busy, "log " + dir_ + " has its staged bytes at their bound");
+
+  const std::shared_ptr<segment>* active = &segments_.back();
+  const uint64_t size = (*active)->size();
+  const bool too_old = size > 0 && now() - (*active)->first_append_ms() >= config_.segment_ms;
+  if ((size > 0 && size + stored > config_.segment_bytes) || too_old ||
+      size + stored > (*active)->reserve()) {
+    if (auto s = roll(std::max<uint64_t>(config_.segment_bytes, stored)); !s) {
+      fail(s.err());
+      return s.err();
+    }
+    active = &segments_.back();
+  }
+  segment& seg = **active;
+
+  if (chains_.empty() || chains_.back()->st != chain::state::building ||
+      chains_.back()->seg.get() != &seg) {
+    auto c = std::make_unique<chain>();
+    c->owner = this;
+    c->seg = *active;
+    c->position = seg.size();
+    chains_.push_back(std::move(c));
+  }
+  chain& c = *chains_.back();
+  const offset base = next_offset_;
+  const offset last = base.plus(batch.offset_count - 1);
+  const size_t at = c.buffer.size();
+  c.buffer.resize(at + stored);
+  const batch_header header = encode_batch_header(
+      std::span<std::byte, batch_header_size>(c.buffer.data() + at, batch_header_size), batch.type,
+      base, last, batch.term, batch.max_timestamp, batch.payload);
+  if (!batch.payload.empty())
+    std::memcpy(c.buffer.data() + at + batch_header_size, batch.payload.data(),
+                batch.payload.size());
+  if (seg.size() == 0) seg.set_first_append_ms(now());
+  seg.note_append(header, config_.index_interval_bytes);
+  c.has_batches = true;
+  c.last = last;
+  if (done) c.acks.push_back({base, last, std::move(done)});
+  next_offset_ = last.next();
+  last_term_ = batch.term;
+  issue();
+  return append_ack{base, last, false};
+}
+
+void log::flush(std::function<void(const status&)> done) {
+  if (failure_) {
+    if (done) done(failure_.value());
+    return;
+  }
+  if (chains_.empty() && durable_ == written_ && written_ == next_offset_.prev()) {
+    if (done) done(ok_status());
+    return;
+  }
+  if (chains_.empty() || chains_.back()->st != chain::state::building) {
+    auto c = std::make_unique<chain>();
+    c->owner = this;
+    c->seg = segments_.back();
+    c->position = segments_.back()->size();
+    chains_.push_back(std::move(c));
+  }
+  chains_.back()->force_sync = true;
+  if (done) chains_.back()->flush_waiters.push_back(std::move(done));
+  issue();
+}
+
+void log::tick() {
+  if (closed_ || failure_) return;
+  const int64_t t = now();
+  if (config_.flush.kind == flush_policy::mode::every_interval && durable_ < next_offset_.prev() &&
+      t - last_sync_ms_ >= config_.flush.interval_ms) {
+    flush();
+  }
+  const segment& active = *segments_.back();
+  if (active.size() > 0 && t - active.first_append_ms() >= config_.segment_ms) {
+    if (auto s = roll(config_.segment_bytes); !s) fail(s.err());
+    issue();
+  }
+}
+
+bool log::sync_due(const chain& c) const {
+  if (c.force_sync || c.sealing || !c.flush_waiters.empty()) return true;
+  switch (config_.flush.kind) {
+    case flush_policy::mode::every_append:
+      return true;
+    case flush_policy::mode::every_bytes:
+      return bytes_since_sync_ + c.buffer.size() >= config_.flush.bytes;
+    case flush_policy::mode::every_interval:
+      return now() - last_sync_ms_ >= config_.flush.interval_ms;
+    case flush_policy::mode::never:
+      return false;
+  }
+  return false;
+}
+
+void log::issue() {
+  if (failure_) return;
+  unsigned in_flight = 0;
+  bool issued_any = false;
+  for (auto& cp : chains_) {
+    chain& c = *cp;
+    if (c.st == chain::state::done) continue;  // waiting for an earlier one to retire
+    if (c.st == chain::state::issued) {
+      if (c.has_sync) break;  // nothing passes a sync in flight
+      ++in_flight;
+      continue;
+    }
+    const bool sync = sync_due(c);
+    if (!sync && c.buffer.empty()) break;
+    if (sync && in_flight > 0) break;  // a sync covers every earlier write: let them finish
+    if (!sync && in_flight >= config_.write_chains_in_flight_max) break;
+    c.has_sync = sync;
+    issue_chain(c);
+    issued_any = true;
+    if (sync) break;
+    ++in_flight;
+  }
+  if (issued_any) ring_.submit();
+}
+
+void log::issue_chain(chain& c) {
+  c.st = chain::state::issued;
+  segment& seg = *c.seg;
+  const uint64_t end = c.position + c.buffer.size();
+  const bool write = !c.buffer.empty();
+  if (write && end > seg.allocated()) {
+    // Grow ahead of the writer in steps that double with the segment, up to preallocate_bytes,
+    // so small logs stay small and busy ones rarely allocate.
+    const uint64_t step =
+        std::clamp<uint64_t>(seg.allocated(), 1u << 20, config_.preallocate_bytes);
+    const uint64_t target =
+        std::min<uint64_t>(std::max(end, seg.allocated() + step), seg.reserve());
+    ring_.prep_fallocate(&c.ops[0], seg.fd(), 0, seg.allocated(), target - seg.allocated(), true);
+    ++c.ops_pending;
+    seg.set_allocated(target);
+  }
+  if (write) {
+    ring_.prep_write(&c.ops[1], seg.fd(), c.buffer.data(), c.buffer.size(), c.position, c.has_sync);
+    ++c.ops_pending;
+  }
+  if (c.has_sync) {
+    ring_.prep_fdatasync(&c.ops[2], seg.fd(), false);
+    ++c.ops_pending;
+    ++c.syncs_needed;
+    if (directory_sync_pending_) {
+      ring_.prep_fsync(&c.ops[3], directory_fd_, false);
+      ++c.ops_pending;
+      ++c.syncs_needed;
+      directory_sync_pending_ = false;
+    }
+  }
+  if (c.ops_pending == 0) {  // a sealing chain with nothing to write and no sync cannot happen
+    c.st = chain::state::done;
+  }
+}
+
+void log::on_chain_done(chain*) {
+  bool progressed = false;
+  while (!chains_.empty() && chains_.front()->st == chain::state::done) {
+    std::unique_ptr<chain> c = std::move(chains_.front());
+    chains_.pop_front();
+    if (c->error != 0 && !failure_) {
+      failure_ = make_sys_error(c->error, "write or fdatasync of " + c->seg->path(".log") +
+                                              " at position " + std::to_string(c->position));
+      warn(dir_ + ": appends stopped: " + failure_->describe());
+    }
+    if (failure_) {
+      for (auto& a : c->acks)
+        a.done(failure_.value());
+      for (auto& w : c->flush_waiters)
+        w(failure_.value());
+      continue;
+    }
+    c->seg->note_written(c->position + c->buffer.size());
+    if (c->has_batches) written_ = c->last;
+    if (c->synced()) {
+      durable_ = written_;  // every earlier chain completed before this sync was issued
+      bytes_since_sync_ = 0;
+      last_sync_ms_ = now();
+    } else {
+      bytes_since_sync_ += c->buffer.size();
+    }
+    check_offsets();
+    progressed = true;
+    if (c->sealing) {
+      if (auto s = c->seg->seal(); !s) {
+        failure_ = s.err();
+        warn(dir_ + ": appends stopped: " + failure_->describe());
+      } else if (cache_ && c->seg->mapped()) {
+        cache_->touch(c->seg.get());
+      }
+    }
+    const bool durable = c->synced();
+    for (auto& a : c->acks)
+      a.done(append_ack{a.base, a.last, durable});
+    for (auto& w : c->flush_waiters)
+      w(ok_status());
+  }
+  if (failure_) {
+    // Chains not yet issued will never be: fail their appends now. Issued ones report above
+    // when the ring hands them back.
+    while (!chains_.empty() && chains_.back()->st == chain::state::building) {
+      auto c = std::move(chains_.back());
+      chains_.pop_back();
+      for (auto& a : c->acks)
+        a.done(failure_.value());
+      for (auto& w : c->flush_waiters)
+        w(failure_.value());
+    }
+  } else {
+    issue();
+  }
+  if (progressed && on_progress_) on_progress_();
+}
+
+void log::fail(error e) {
+  if (!failure_) {
+    failure_ = std::move(e);
+    warn(dir_ + ": appends stopped: " + failure_->describe());
+  }
+}
+
+void log::wait_idle() {
+  while (!chains_.empty()) {
+    issue();
+    bool any_issued = false;
+    for (auto& c : chains_)
+      any_issued |= c->st == chain::state::issued;
+    if (!any_issued) {
+      if (failure_) on_chain_done(nullptr);  // drops the building chains with their errors
+      if (!chains_.empty() && !failure_) {
+        // Only building chains remain and none could be issued: cannot happen, since issue()
+        // always issues the first chain when nothing is in flight.
+        KEEL_ASSERT(false, "a log could not make progress");
+      }
+      break;
+    }
+    ring_.wait();
+  }
+}
+
+const segment* log::segment_for(offset o) const {
+  auto it =
+      std::upper_bound(segments_.begin(), segments_.end(), o,
+                       [](offset v, const std::shared_ptr<segment>& s) { return v < s->base(); });
+  if (it == segments_.begin()) return nullptr;
+  return std::prev(it)->get();
+}
+
+status log::ensure_mapped(const segment& s) const {
+  auto& seg = const_cast<segment&>(s);  // mapping is a cache, not a change of the log
+  if (auto r = seg.ensure_mapped(); !r) return r;
+  if (cache_ && !seg.active() && seg.mapped()) cache_->touch(&seg);
+  return ok_status();
+}
+
+result<read_result> log::read(offset from, uint64_t max_bytes, offset upper_bound,
+                              read_options options) const {
+  if (from < log_start_ || from > next_offset_)
+    return make_error(errc::offset_out_of_range,
+                      "offset " + std::to_string(from.value()) + " is outside [" +
+                          std::to_string(log_start_.value()) + ", " +
+                          std::to_string(next_offset_.value()) + "] of " + dir_);
+  read_result out;
+  out.next_offset = from;
+  const offset bound = std::min(upper_bound, written_);
+  if (from > bound) return out;
+  auto it =
+      std::upper_bound(segments_.begin(), segments_.end(), from,
+                       [](offset v, const std::shared_ptr<segment>& s) { return v < s->base(); });
+  KEEL_ASSERT(it != segments_.begin(), "a segment holds every offset at or above the log start");
+  bool first = true;
+  for (--it; it != segments_.end(); ++it) {
+    const segment& seg = **it;
+    if (auto s = ensure_mapped(seg); !s) return s.err();
+    if (seg.written_size() == 0) continue;
+    uint64_t position = 0;
+    if (first) {
+      auto p = seg.find(from);
+      if (!p) return std::move(p).err();
+      first = false;
+      if (!p->has_value()) continue;  // `from` starts the next segment
+      position = **p;
+    }
+    while (position < seg.written_size()) {
+      auto h = seg.header_at(position);
+      if (!h) return std::move(h).err();
+      if (h->last_offset > bound) return out;
+      if (!out.batches.empty() && out.bytes + h->stored_size() > max_bytes) return out;
+      auto bytes = seg.map()->bytes(position, h->stored_size());
+      if (options.verify_checksums && !verify_batch(bytes, *h))
+        return make_error(errc::corrupt, seg.path(".log") +
+                                             ": checksum mismatch in the batch at position " +
+                                             std::to_string(position) + " (offset " +
+                                             std::to_string(h->base_offset.value()) + ")");
+      out.batches.push_back(batch_view{*h, bytes, seg.map()});
+      out.bytes += h->stored_size();
+      out.next_offset = h->last_offset.next();
+      position += h->stored_size();
+    }
+  }
+  return out;
+}
+
+result<batch_header> log::batch_at(offset o) const {
+  if (o < log_start_ || o > written_)
+    return make_error(errc::offset_out_of_range,
+                      "no written batch holds offset " + std::to_string(o.value()));
+  const segment* seg = segment_for(o);
+  KEEL_ASSERT(seg != nullptr, "a segment holds every offset at or above the log start");
+  if (auto s = ensure_mapped(*seg); !s) return s.err();
+  auto p = seg->find(o);
+  if (!p) return std::move(p).err();
+  if (!p->has_value())
+    return make_error(errc::not_found, "no batch holds offset " + std::to_string(o.value()));
+  return seg->header_at(**p);
+}
+
+result<std::optional<offset>> log::offset_for_timestamp(timestamp_ms target) const {
+  for (const auto& sp : segments_) {
+    const segment& seg = *sp;
+    if (auto s = ensure_mapped(seg); !s) return s.err();
+    if (seg.written_size() == 0 || seg.max_timestamp() < target) continue;
+    uint64_t position = 0;
+    if (auto e = seg.time_floor(target)) {
+      auto p = seg.find(e->base_offset);
+      if (!p) return std::move(p).err();
+      if (p->has_value()) position = **p;
+    }
+    while (position < seg.written_size()) {
+      auto h = seg.header_at(position);
+      if (!h) return std::move(h).err();
+      if (h->last_offset > written_) break;
+      if (h->max_timestamp >= target && h->last_offset >= log_start_)
+        return std::optional<offset>(std::max(h->base_offset, log_start_));
+      position += h->stored_size();
+    }
+  }
+  return std::optional<offset>();
+}
+
+status log::truncate_suffix(offset from) {
+  if (closed_) return make_error(errc::closed, "log " + dir_ + " is closed");
+  if (from < log_start_ || from > next_offset_)
+    return make_error(errc::offset_out_of_range, "truncate_suffix(" + std::to_string(from.value()) +
+                                                     ") outside [log start, next offset] of " +
+                                                     dir_);
+  wait_idle();
+  if (failure_)
+    return make_error(errc::log_failed, "log " + dir_ + " failed: " + failure_->describe());
+  if (from == next_offset_) return ok_status();
+
+  auto it =
+      std::upper_bound(segments_.begin(), segments_.end(), from,
+                       [](offset v, const std::shared_ptr<segment>& s) { return v < s->base(); });
+  --it;
+  std::shared_ptr<segment> keep = *it;
+  uint64_t position = 0;
+  if (keep->base() != from) {
+    if (auto s = ensure_mapped(*keep); !s) return s;
+    auto p = keep->find(from);
+    if (!p) return std::move(p).err();
+    if (!p->has_value())
+      return make_error(errc::not_found, "no batch holds offset " + std::to_string(from.value()));
+    auto h = keep->header_at(**p);
+    if (!h) return std::move(h).err();
+    if (h->base_offset != from)
+      return make_error(errc::invalid_argument, "offset " + std::to_string(from.value()) +
+                                                    " is inside a batch, not at its start");
+    position = **p;
+  }
+  // Later segments go entirely; views into them keep their pages.
+  bool removed = false;
+  while (segments_.back() != keep) {
+    if (cache_) cache_->forget(segments_.back().get());
+    if (auto s = segments_.back()->remove_files(); !s) return s;
+    segments_.pop_back();
+    removed = true;
+  }
+  if (!keep->active()) {
+    // A closed segment becomes active again, its files at their full size.
+    if (cache_) cache_->forget(keep.get());
+    auto reopened = segment::open_active(dir_, keep->base(), config_, keep->size());
+    if (!reopened) return std::move(reopened).err();
+    keep = std::move(reopened).value();
+    segments_.back() = keep;
+  }
+  const uint64_t old_size = keep->size();
+  keep->cut(position, from);
+  // Zero, rather than shrink, so a reader's map never points past the file's end; recovery
+  // stops at the zeros, so the cut survives a crash once synced.
+  if (old_size > position &&
+      ::fallocate(keep->fd(), FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                  static_cast<off_t>(position), static_cast<off_t>(old_size - position)) != 0) {
+    fail(make_sys_error(
+        errno, "zero " + keep->path(".log") + " from position " + std::to_string(position)));
+    return failure_.value();
+  }
+  if (::fdatasync(keep->fd()) != 0) {
+    fail(make_sys_error(errno, "fdatasync " + keep->path(".log")));
+    return failure_.value();
+  }
+  if (removed) {
+    if (auto s = sync_directory(); !s) return s;
+  }
+  next_offset_ = from;
+  written_ = from.prev();
+  durable_ = std::min(durable_, written_);
+  if (from > log_start_) {
+    auto h = batch_at(from.prev());
+    if (h) last_term_ = h->term;
+  }
+  check_offsets();
+  return ok_status();
+}
+
+status log::truncate_prefix(offset new_start) {
+  if (closed_) return make_error(errc::closed, "log " + dir_ + " is closed");
+  if (new_start <= log_start_ && !(new_start > next_offset_)) return ok_status();
+  if (new_start > next_offset_) {
+    // A reset past the end (a follower behind a leader's retention): the log empties and
+    // continues from new_start.
+    wait_idle();
+    if (auto s = persist_log_start(new_start); !s) return s;
+    while (!segments_.empty()) {
+      if (cache_) cache_->forget(segments_.back().get());
+      if (auto s = segments_.back()->remove_files(); !s) return s;
+      segments_.pop_back();
+    }
+    auto seg = segment::create(dir_, new_start, config_, config_.segment_bytes);
+    if (!seg) return std::move(seg).err();
+    segments_.push_back(std::move(seg).value());
+    if (auto s = sync_directory(); !s) return s;
+    log_start_ = next_offset_ = new_start;
+    written_ = durable_ = new_start.prev();
+    check_offsets();
+    return ok_status();
+  }
+  // The start is persisted first: a crash part-way leaves segments that open() deletes.
+  if (auto s = persist_log_start(new_start); !s) return s;
+  log_start_ = new_start;
+  bool removed = false;
+  while (segments_.size() > 1 && segments_[1]->base() <= new_start) {
+    if (cache_) cache_->forget(segments_.front().get());
+    if (auto s = segments_.front()->remove_files(); !s) return s;
+    segments_.pop_front();
+    removed = true;
+  }
+  if (removed) return sync_directory();
+  return ok_status();
+}
+
+result<offset> log::apply_retention() {
+  const int64_t t = now();
+  while (segments_.size() > 1) {
+    const segment& oldest = *segments_.front();
+    if (auto s = ensure_mapped(oldest); !s) return s.err();
+    const bool by_bytes =
+        config_.retention_bytes >= 0 &&
+        size_bytes() - oldest.size() >= static_cast<uint64_t>(config_.retention_bytes);
+    const bool by_age = config_.retention_ms >= 0 &&
+                        oldest.max_timestamp() != timestamp_ms::none() &&
+                        t - oldest.max_timestamp().value() > config_.retention_ms;
+    if (!by_bytes && !by_age) break;
+    if (auto s = truncate_prefix(segments_[1]->base()); !s) return s.err();
+  }
+  return log_start_;
+}
+
+status log::close() {
+  if (closed_) return ok_status();
+  if (!failure_) flush();
+  wait_idle();
+  if (failure_) {
+    closed_ = true;
+    return make_error(errc::log_failed, "log " + dir_ + " failed: " + failure_->describe());
+  }
+  segment& active = *segments_.back();
+  active.finish_time_index();
+  if (auto s = active.sync_indexes(); !s) return s;
+  std::byte buf[48];
+  put<uint64_t>(buf, shutdown_magic);
+  put<int64_t>(buf + 8, next_offset_.value());
+  put<int64_t>(buf + 16, active.base().value());
+  put<uint64_t>(buf + 24, active.size());
+  put<uint64_t>(buf + 32, active.last_batch_position());
+  put<uint64_t>(buf + 40, XXH3_64bits(buf, 40));
+  if (auto s = write_file_durably(dir_, shutdown_file, buf, sizeof buf); !s) return s;
+  if (auto s = sync_directory(); !s) return s;
+  closed_ = true;
+  return ok_status();
+}
+
+}  // namespace keel::engine

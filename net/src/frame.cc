@@ -1,0 +1,87 @@
+#include "keel/net/frame.h"
+
+#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
+#include <xxhash.h>
+
+#include <cstring>
+
+namespace keel::net {
+namespace {
+
+uint64_t frame_checksum(const std::byte* version_and_type, std::span<const std::byte> payload) {
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  XXH3_64bits_update(&state, version_and_type, 4);
+  XXH3_64bits_update(&state, payload.data(), payload.size());
+  return XXH3_64bits_digest(&state);
+}
+
+template <class T>
+void put(std::byte* p, T v) {
+  std::memcpy(p, &v, sizeof(T));
+}
+template <class T>
+T get(const std::byte* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+
+}  // namespace
+
+void encode_frame(std::vector<std::byte>& out, uint16_t type, std::span<const std::byte> payload) {
+  const size_t at = out.size();
+  out.resize(at + frame_header_size + payload.size());
+  std::byte* p = out.data() + at;
+  put<uint32_t>(p, static_cast<uint32_t>(12 + payload.size()));
+  put<uint16_t>(p + 4, frame_version);
+  put<uint16_t>(p + 6, type);
+  if (!payload.empty()) std::memcpy(p + frame_header_size, payload.data(), payload.size());
+  put<uint64_t>(p + 8, frame_checksum(p + 4, payload));
+}
+
+void frame_decoder::feed(std::span<const std::byte> bytes) {
+  if (consumed_ > 0 && consumed_ == buffer_.size()) {
+    buffer_.clear();
+    consumed_ = 0;
+  } else if (consumed_ > (1u << 20) && consumed_ * 2 > buffer_.size()) {
+    buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<ptrdiff_t>(consumed_));
+    consumed_ = 0;
+  }
+  buffer_.insert(buffer_.end(), bytes.begin(), bytes.end());
+}
+
+frame_decoder::status frame_decoder::next(frame_view& out) {
+  if (!error_.empty()) return status::error;
+  const size_t available = buffer_.size() - consumed_;
+  if (available < 4) return status::need_more;
+  const std::byte* p = buffer_.data() + consumed_;
+  const uint32_t length = get<uint32_t>(p);
+  if (length < 12) {
+    error_ = "frame length " + std::to_string(length) + " is shorter than its header";
+    return status::error;
+  }
+  if (length - 12 > max_frame_bytes_) {
+    error_ = "frame of " + std::to_string(length - 12) + " payload bytes exceeds the maximum of " +
+             std::to_string(max_frame_bytes_);
+    return status::error;
+  }
+  if (available < 4 + static_cast<size_t>(length)) return status::need_more;
+  const uint16_t version = get<uint16_t>(p + 4);
+  if (version != frame_version) {
+    error_ =
+        "frame version " + std::to_string(version) + " is not " + std::to_string(frame_version);
+    return status::error;
+  }
+  std::span<const std::byte> payload(p + frame_header_size, length - 12);
+  if (get<uint64_t>(p + 8) != frame_checksum(p + 4, payload)) {
+    error_ = "frame checksum mismatch";
+    return status::error;
+  }
+  out.type = get<uint16_t>(p + 6);
+  out.payload = payload;
+  consumed_ += 4 + length;
+  return status::frame;
+}
+
+}  // namespace keel::net

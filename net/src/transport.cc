@@ -1,0 +1,353 @@
+#include "keel/net/transport.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+
+namespace keel::net {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace {
+
+constexpr uint16_t hello_type = 1;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+void log_line(const std::string& s) {
+  std::fprintf(stderr, "keel: transport: %s\n", s.c_str());
+}
+
+std::vector<std::byte> hello_frame(node_id self) {
+  std::byte id[4];
+  std::memcpy(id, &self, 4);
+  std::vector<std::byte> out;
+  encode_frame(out, hello_type, id);
+  return out;
+}
+
+}  // namespace
+
+struct transport::link {
+  explicit link(asio::io_context& io) : timer(io) {}
+  node_id peer = 0;
+  std::string host;
+  uint16_t port = 0;
+  std::optional<tcp::socket> socket;
+  uint64_t generation = 0;  // bumped for every socket, so stale coroutines notice
+  bool up = false;
+  bool dialing = false;
+  bool writing = false;
+  std::vector<std::byte> queue;     // encoded frames not yet handed to a write
+  std::vector<std::byte> in_write;  // the bytes of the write in flight
+  std::chrono::milliseconds backoff{0};
+  asio::steady_timer timer;
+};
+
+transport::transport(asio::io_context& io, transport_config config, frame_handler on_frame,
+                     link_handler on_link)
+    : io_(io),
+      config_(std::move(config)),
+      on_frame_(std::move(on_frame)),
+      on_link_(std::move(on_link)),
+      acceptor_(io),
+      jitter_(std::random_device{}()) {}
+
+transport::~transport() {
+  stop();
+  *alive_ = false;  // coroutines still queued on the io_context end without touching us
+}
+
+void transport::listen() {
+  tcp::endpoint ep(asio::ip::make_address(config_.listen_host), config_.listen_port);
+  acceptor_.open(ep.protocol());
+  acceptor_.set_option(tcp::acceptor::reuse_address(true));
+  acceptor_.bind(ep);  // throws with the address in use named by the caller
+  acceptor_.listen();
+  accept_loop();
+}
+
+uint16_t transport::local_port() const {
+  return acceptor_.local_endpoint().port();
+}
+
+void transport::add_peer(node_id id, std::string host, uint16_t port) {
+  if (id == config_.self) return;
+  auto& l = links_[id];
+  if (!l) {
+    l = std::make_shared<link>(io_);
+    l->peer = id;
+    l->backoff = config_.reconnect_min;
+  }
+  l->host = std::move(host);
+  l->port = port;
+  if (config_.self < id && !l->up && !l->dialing) dial(l);
+}
+
+bool transport::send(node_id to, uint16_t type, std::span<const std::byte> payload) {
+  auto it = links_.find(to);
+  if (it == links_.end() || stopped_) return false;
+  link& l = *it->second;
+  if (l.queue.size() + frame_header_size + payload.size() > config_.send_queue_max_bytes)
+    return false;
+  encode_frame(l.queue, type, payload);
+  start_writing(it->second);
+  return true;
+}
+
+bool transport::connected(node_id peer) const {
+  auto it = links_.find(peer);
+  return it != links_.end() && it->second->up;
+}
+
+size_t transport::queued_bytes(node_id peer) const {
+  auto it = links_.find(peer);
+  return it == links_.end() ? 0 : it->second->queue.size() + it->second->in_write.size();
+}
+
+void transport::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  boost::system::error_code ignored;
+  acceptor_.close(ignored);
+  for (auto& [id, l] : links_) {
+    l->timer.cancel();
+    if (l->socket) l->socket->close(ignored);
+    l->up = false;
+    ++l->generation;
+  }
+}
+
+void transport::drop(const std::shared_ptr<link>& l, uint64_t generation,
+                     const std::string& reason) {
+  if (generation != l->generation || stopped_) return;
+  log_line("link to broker " + std::to_string(l->peer) + " dropped: " + reason);
+  boost::system::error_code ignored;
+  if (l->socket) l->socket->close(ignored);
+  l->socket.reset();
+  ++l->generation;
+  const bool was_up = l->up;
+  l->up = false;
+  // Whatever was mid-write is lost with the socket; Raft resends what matters.
+  l->in_write.clear();
+  if (was_up && on_link_) on_link_(l->peer, false);
+  // Only a peer whose address is known is dialled (one known only by its inbound hello waits).
+  if (config_.self < l->peer && !l->dialing && !l->host.empty()) dial(l);
+}
+
+void transport::attach(std::shared_ptr<link> l, tcp::socket socket,
+                       std::vector<std::byte> already_read) {
+  if (l->socket) drop(l, l->generation, "replaced by a newer connection");
+  boost::system::error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  l->socket.emplace(std::move(socket));
+  const uint64_t generation = ++l->generation;
+  l->up = true;
+  l->backoff = config_.reconnect_min;
+  if (on_link_) on_link_(l->peer, true);
+  read_loop(l, generation, std::move(already_read));
+  start_writing(l);
+}
+
+void transport::dial(std::shared_ptr<link> l) {
+  l->dialing = true;
+  asio::co_spawn(
+      io_,
+      [this, l, alive = alive_]() -> asio::awaitable<void> {
+        while (*alive && !stopped_) {
+          boost::system::error_code ec;
+          const auto address = asio::ip::make_address(l->host, ec);
+          if (!ec) {
+            tcp::socket socket(io_);
+            // A connect that hangs (a cut link) is abandoned after a bound.
+            l->timer.expires_after(std::chrono::seconds(3));
+            l->timer.async_wait([&socket](const boost::system::error_code& e) {
+              boost::system::error_code ignored;
+              if (!e) socket.close(ignored);
+            });
+            auto [connect_ec] =
+                co_await socket.async_connect(tcp::endpoint(address, l->port), use_tuple);
+            l->timer.cancel();  // before anything else: its handler refers to `socket`
+            if (!*alive) co_return;
+            if (stopped_) break;
+            if (!connect_ec) {
+              const auto hello = hello_frame(config_.self);
+              auto [write_ec, n] =
+                  co_await asio::async_write(socket, asio::buffer(hello), use_tuple);
+              if (!*alive) co_return;
+              if (stopped_) break;
+              if (!write_ec) {
+                l->dialing = false;
+                attach(l, std::move(socket));
+                co_return;
+              }
+            }
+          } else {
+            log_line("broker " + std::to_string(l->peer) + " has an unusable address '" + l->host +
+                     "'");
+          }
+          // Jittered exponential backoff, so brokers restarting together do not dial in step.
+          std::uniform_int_distribution<int64_t> jitter(0, l->backoff.count() / 2);
+          l->timer.expires_after(l->backoff + std::chrono::milliseconds(jitter(jitter_)));
+          co_await l->timer.async_wait(use_tuple);
+          if (!*alive) co_return;
+          l->backoff = std::min(l->backoff * 2, config_.reconnect_max);
+        }
+        l->dialing = false;
+      },
+      asio::detached);
+}
+
+void transport::accept_loop() {
+  asio::co_spawn(
+      io_,
+      [this, alive = alive_]() -> asio::awaitable<void> {
+        while (!stopped_) {
+          auto [ec, socket] = co_await acceptor_.async_accept(use_tuple);
+          if (!*alive || stopped_) co_return;
+          if (ec) {
+            log_line("accept failed: " + ec.message());
+            continue;
+          }
+          serve_inbound(std::move(socket));
+        }
+      },
+      asio::detached);
+}
+
+void transport::serve_inbound(tcp::socket socket) {
+  asio::co_spawn(
+      io_,
+      [this, alive = alive_,
+       s = std::make_shared<tcp::socket>(std::move(socket))]() -> asio::awaitable<void> {
+        // The hello must arrive promptly and be well formed; anything else is dropped.
+        asio::steady_timer deadline(io_);
+        deadline.expires_after(std::chrono::seconds(5));
+        deadline.async_wait([s](const boost::system::error_code& e) {
+          boost::system::error_code ignored;
+          if (!e) s->close(ignored);
+        });
+        frame_decoder decoder(64);
+        std::byte buf[256];
+        frame_decoder::frame_view f;
+        std::string remote = "unknown peer";
+        boost::system::error_code rec;
+        if (auto ep = s->remote_endpoint(rec); !rec)
+          remote = ep.address().to_string() + ":" + std::to_string(ep.port());
+        for (;;) {
+          auto [ec, n] = co_await s->async_read_some(asio::buffer(buf), use_tuple);
+          if (!*alive || stopped_) co_return;
+          if (ec) {
+            log_line("inbound connection from " + remote +
+                     " closed before its hello: " + ec.message());
+            co_return;
+          }
+          decoder.feed(std::span(buf, n));
+          const auto st = decoder.next(f);
+          if (st == frame_decoder::status::need_more) continue;
+          deadline.cancel();
+          if (st == frame_decoder::status::error || f.type != hello_type || f.payload.size() != 4) {
+            log_line("inbound connection from " + remote + " dropped: " +
+                     (st == frame_decoder::status::error ? decoder.error_message()
+                                                         : "the first frame is not a hello"));
+            boost::system::error_code ignored;
+            s->close(ignored);
+            co_return;
+          }
+          node_id peer;
+          std::memcpy(&peer, f.payload.data(), 4);
+          if (peer == config_.self) {
+            log_line("inbound connection from " + remote + " dropped: a bad hello");
+            boost::system::error_code ignored;
+            s->close(ignored);
+            co_return;
+          }
+          auto& l = links_[peer];
+          if (!l) {
+            l = std::make_shared<link>(io_);
+            l->peer = peer;
+            l->backoff = config_.reconnect_min;
+          }
+          const auto rest = decoder.pending();  // frames that came right behind the hello
+          attach(l, std::move(*s), std::vector<std::byte>(rest.begin(), rest.end()));
+          co_return;
+        }
+      },
+      asio::detached);
+}
+
+void transport::read_loop(std::shared_ptr<link> l, uint64_t generation,
+                          std::vector<std::byte> already_read) {
+  asio::co_spawn(
+      io_,
+      [this, l, generation, alive = alive_,
+       first = std::move(already_read)]() -> asio::awaitable<void> {
+        frame_decoder decoder(config_.max_frame_bytes);
+        std::vector<std::byte> buf(64 << 10);
+        bool have_first = !first.empty();
+        while (generation == l->generation) {
+          if (have_first) {
+            decoder.feed(first);
+            have_first = false;
+          } else {
+            auto [ec, got] = co_await l->socket->async_read_some(asio::buffer(buf), use_tuple);
+            if (!*alive || generation != l->generation || stopped_) co_return;
+            if (ec) {
+              const bool mid_frame = decoder.buffered() > 0;
+              drop(l, generation,
+                   (ec == asio::error::eof ? std::string("closed by the peer") : ec.message()) +
+                       (mid_frame ? " in the middle of a frame" : ""));
+              co_return;
+            }
+            decoder.feed(std::span(buf.data(), got));
+          }
+          frame_decoder::frame_view f;
+          for (;;) {
+            const auto st = decoder.next(f);
+            if (st == frame_decoder::status::need_more) break;
+            if (st == frame_decoder::status::error) {
+              drop(l, generation, "protocol error: " + decoder.error_message());
+              co_return;
+            }
+            if (f.type < first_user_type) continue;  // transport frames after the hello: ignored
+            on_frame_(l->peer, f.type, f.payload);
+            if (!*alive || generation != l->generation)
+              co_return;  // the handler stopped or replaced us
+          }
+        }
+      },
+      asio::detached);
+}
+
+void transport::start_writing(const std::shared_ptr<link>& l) {
+  if (l->writing || !l->up || l->queue.empty()) return;
+  l->writing = true;
+  asio::co_spawn(
+      io_,
+      [this, l, generation = l->generation, alive = alive_]() -> asio::awaitable<void> {
+        // Everything queued while a write is in flight goes out together in the next one.
+        while (generation == l->generation && !l->queue.empty()) {
+          std::swap(l->in_write, l->queue);
+          auto [ec, n] =
+              co_await asio::async_write(*l->socket, asio::buffer(l->in_write), use_tuple);
+          if (!*alive) co_return;
+          if (generation != l->generation || stopped_) break;
+          if (ec) {
+            l->writing = false;
+            drop(l, generation, "write failed: " + ec.message());
+            co_return;
+          }
+          l->in_write.clear();
+        }
+        l->writing = false;
+        if (generation != l->generation) start_writing(l);  // a new socket took over
+      },
+      asio::detached);
+}
+
+}  // namespace keel::net

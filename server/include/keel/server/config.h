@@ -1,0 +1,69 @@
+// broker_config: everything a keel-broker is told at start-up, from flags and an optional file.
+//
+// Flags are `--name value` (or `--name=value`); the file named by `--config` holds `name = value`
+// lines with the same names (`#` starts a comment). Flags override the file. Every bad or
+// contradictory setting stops start-up with a message naming the setting.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "keel/engine/log_config.h"
+
+namespace keel::server {
+
+struct host_port {
+  std::string host;
+  uint16_t port = 0;
+  std::string to_string() const { return host + ":" + std::to_string(port); }
+  bool operator==(const host_port&) const = default;
+};
+
+struct seed {
+  int32_t node_id = 0;
+  host_port rpc;
+};
+
+struct broker_config {
+  int32_t node_id = -1;
+  host_port kafka_listen{"127.0.0.1", 9092};
+  host_port rpc_listen{"127.0.0.1", 19092};
+  std::optional<host_port> kafka_advertised;  // defaults to kafka_listen
+  std::optional<host_port> rpc_advertised;    // defaults to rpc_listen
+  std::string data_dir;
+  std::vector<seed> seeds;  // the initial controller voters
+  unsigned shards = 0;      // 0: one per core
+  engine::flush_policy flush = engine::flush_policy::every_append();
+  uint64_t segment_bytes = 128ull << 20;
+  int64_t segment_ms = 7ll * 24 * 3600 * 1000;
+  int64_t retention_ms = 7ll * 24 * 3600 * 1000;
+  int64_t retention_bytes = -1;
+  int32_t default_partitions = 1;
+  int16_t default_replication_factor = 3;
+  int tick_ms = 10;
+  int election_ticks = 30;  // 300 ms at the default tick
+  bool auto_create_topics = true;
+
+  host_port kafka_address() const { return kafka_advertised.value_or(kafka_listen); }
+  host_port rpc_address() const { return rpc_advertised.value_or(rpc_listen); }
+  // Empty when usable, else "setting: why".
+  std::string validate() const;
+};
+
+// Parses argv (without argv[0]). On error returns nullopt and sets `error` to a message that
+// names the setting.
+std::optional<broker_config> parse_broker_args(const std::vector<std::string>& args,
+                                               std::string& error);
+std::optional<host_port> parse_host_port(const std::string& text);
+std::optional<std::vector<seed>> parse_seeds(const std::string& text);
+std::optional<engine::flush_policy> parse_flush_policy(const std::string& text);
+std::string usage();
+
+// Claims the data directory for this node id: writes <data_dir>/node.id on first start; refuses
+// a directory that belongs to another node. Returns an empty string on success.
+std::string claim_data_dir(const std::string& data_dir, int32_t node_id);
+
+}  // namespace keel::server

@@ -1,0 +1,280 @@
+#include "keel/server/config.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+namespace keel::server {
+namespace {
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r");
+  if (b == std::string::npos) return {};
+  const auto e = s.find_last_not_of(" \t\r");
+  return s.substr(b, e - b + 1);
+}
+
+template <class T>
+std::optional<T> parse_int(const std::string& s) {
+  T v{};
+  const auto* end = s.data() + s.size();
+  auto [p, ec] = std::from_chars(s.data(), end, v);
+  if (ec != std::errc() || p != end || s.empty()) return std::nullopt;
+  return v;
+}
+
+// Sets one named setting; returns "" or an error naming it.
+std::string apply(broker_config& c, const std::string& name, const std::string& value) {
+  auto bad = [&](const std::string& why) { return name + ": " + why + " (got '" + value + "')"; };
+  auto integer = [&](auto& field, auto lo, auto hi) -> std::string {
+    using T = std::remove_reference_t<decltype(field)>;
+    auto v = parse_int<int64_t>(value);
+    if (!v || *v < static_cast<int64_t>(lo) || *v > static_cast<int64_t>(hi))
+      return bad("expected an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    field = static_cast<T>(*v);
+    return {};
+  };
+  auto address = [&](host_port& field) -> std::string {
+    auto hp = parse_host_port(value);
+    if (!hp) return bad("expected host:port");
+    field = *hp;
+    return {};
+  };
+  if (name == "node-id") return integer(c.node_id, 0, INT32_MAX);
+  if (name == "kafka-listen") return address(c.kafka_listen);
+  if (name == "rpc-listen") return address(c.rpc_listen);
+  if (name == "kafka-advertised") {
+    c.kafka_advertised.emplace();
+    return address(*c.kafka_advertised);
+  }
+  if (name == "rpc-advertised") {
+    c.rpc_advertised.emplace();
+    return address(*c.rpc_advertised);
+  }
+  if (name == "data-dir") {
+    if (value.empty()) return bad("expected a directory");
+    c.data_dir = value;
+    return {};
+  }
+  if (name == "seeds") {
+    auto s = parse_seeds(value);
+    if (!s) return bad("expected id@host:port[,id@host:port...]");
+    c.seeds = *s;
+    return {};
+  }
+  if (name == "shards") return integer(c.shards, 0, 256);
+  if (name == "flush") {
+    auto f = parse_flush_policy(value);
+    if (!f) return bad("expected every-append, every-bytes:N, every-ms:T or never");
+    c.flush = *f;
+    return {};
+  }
+  if (name == "segment-bytes") return integer(c.segment_bytes, 1 << 20, 1ll << 31);
+  if (name == "segment-ms") return integer(c.segment_ms, 1000, INT64_MAX);
+  if (name == "retention-ms") return integer(c.retention_ms, -1, INT64_MAX);
+  if (name == "retention-bytes") return integer(c.retention_bytes, -1, INT64_MAX);
+  if (name == "default-partitions") return integer(c.default_partitions, 1, 100000);
+  if (name == "default-replication-factor") return integer(c.default_replication_factor, 1, 32);
+  if (name == "tick-ms") return integer(c.tick_ms, 1, 1000);
+  if (name == "election-ticks") return integer(c.election_ticks, 3, 10000);
+  if (name == "auto-create-topics") {
+    if (value != "true" && value != "false") return bad("expected true or false");
+    c.auto_create_topics = value == "true";
+    return {};
+  }
+  return name + ": unknown setting";
+}
+
+}  // namespace
+
+std::optional<host_port> parse_host_port(const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0) return std::nullopt;
+  auto port = parse_int<uint32_t>(text.substr(colon + 1));
+  if (!port || *port == 0 || *port > 65535) return std::nullopt;
+  return host_port{text.substr(0, colon), static_cast<uint16_t>(*port)};
+}
+
+std::optional<std::vector<seed>> parse_seeds(const std::string& text) {
+  std::vector<seed> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    item = trim(item);
+    const auto at = item.find('@');
+    if (at == std::string::npos) return std::nullopt;
+    auto id = parse_int<int32_t>(item.substr(0, at));
+    auto hp = parse_host_port(item.substr(at + 1));
+    if (!id || *id < 0 || !hp) return std::nullopt;
+    out.push_back({*id, *hp});
+  }
+  if (out.empty()) return std::nullopt;
+  return out;
+}
+
+std::optional<engine::flush_policy> parse_flush_policy(const std::string& text) {
+  if (text == "every-append") return engine::flush_policy::every_append();
+  if (text == "never") return engine::flush_policy::none();
+  if (text.rfind("every-bytes:", 0) == 0) {
+    auto n = parse_int<uint64_t>(text.substr(12));
+    if (!n || *n == 0) return std::nullopt;
+    return engine::flush_policy::every_n_bytes(*n);
+  }
+  if (text.rfind("every-ms:", 0) == 0) {
+    auto n = parse_int<int64_t>(text.substr(9));
+    if (!n || *n <= 0) return std::nullopt;
+    return engine::flush_policy::every_ms(*n);
+  }
+  return std::nullopt;
+}
+
+std::string broker_config::validate() const {
+  if (node_id < 0) return "node-id: required";
+  if (data_dir.empty()) return "data-dir: required";
+  if (seeds.empty()) return "seeds: required (the initial controller voters, id@host:port,...)";
+  std::set<int32_t> ids;
+  for (const seed& s : seeds) {
+    if (!ids.insert(s.node_id).second)
+      return "seeds: node " + std::to_string(s.node_id) + " is listed twice";
+    if (s.node_id == node_id && !(s.rpc == rpc_address()) && !(s.rpc == rpc_listen))
+      return "seeds: this node (" + std::to_string(node_id) + ") is listed at " +
+             s.rpc.to_string() + " but its rpc address is " + rpc_address().to_string();
+  }
+  if (kafka_listen == rpc_listen) return "rpc-listen: the same address as kafka-listen";
+  if (kafka_listen.port == rpc_listen.port &&
+      (kafka_listen.host == "0.0.0.0" || rpc_listen.host == "0.0.0.0"))
+    return "rpc-listen: port " + std::to_string(rpc_listen.port) + " is also kafka-listen's";
+  // The replication factor may exceed the seeds: brokers that are not voters join later, and a
+  // topic asking for more replicas than live brokers is refused when it is created.
+  return {};
+}
+
+std::optional<broker_config> parse_broker_args(const std::vector<std::string>& args,
+                                               std::string& error) {
+  std::vector<std::pair<std::string, std::string>> flags;
+  std::optional<std::string> config_file;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a.rfind("--", 0) != 0) {
+      error = "unexpected argument '" + a + "'";
+      return std::nullopt;
+    }
+    std::string name = a.substr(2), value;
+    if (const auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    } else if (i + 1 < args.size()) {
+      value = args[++i];
+    } else {
+      error = name + ": missing value";
+      return std::nullopt;
+    }
+    if (name == "config")
+      config_file = value;
+    else
+      flags.emplace_back(name, value);
+  }
+  broker_config c;
+  if (config_file) {
+    std::ifstream in(*config_file);
+    if (!in) {
+      error = "config: cannot read '" + *config_file + "'";
+      return std::nullopt;
+    }
+    std::string line;
+    int number = 0;
+    while (std::getline(in, line)) {
+      ++number;
+      line = trim(line.substr(0, line.find('#')));
+      if (line.empty()) continue;
+      const auto eq = line.find('=');
+      if (eq == std::string::npos) {
+        error = "config: line " + std::to_string(number) + " of " + *config_file +
+                " is not name = value";
+        return std::nullopt;
+      }
+      if (auto e = apply(c, trim(line.substr(0, eq)), trim(line.substr(eq + 1))); !e.empty()) {
+        error = e + " in " + *config_file + " line " + std::to_string(number);
+        return std::nullopt;
+      }
+    }
+  }
+  for (const auto& [name, value] : flags) {
+    if (auto e = apply(c, name, value); !e.empty()) {
+      error = e;
+      return std::nullopt;
+    }
+  }
+  if (c.shards == 0) c.shards = std::max(1u, std::thread::hardware_concurrency());
+  if (auto e = c.validate(); !e.empty()) {
+    error = e;
+    return std::nullopt;
+  }
+  return c;
+}
+
+std::string claim_data_dir(const std::string& data_dir, int32_t node_id) {
+  std::error_code ec;
+  std::filesystem::create_directories(data_dir, ec);
+  if (ec) return "data-dir: cannot create '" + data_dir + "': " + ec.message();
+  const std::string path = data_dir + "/node.id";
+  std::ifstream in(path);
+  if (in) {
+    std::string text;
+    std::getline(in, text);
+    auto id = parse_int<int32_t>(trim(text));
+    if (!id) return "data-dir: " + path + " is damaged ('" + text + "')";
+    if (*id != node_id)
+      return "data-dir: '" + data_dir + "' belongs to node " + std::to_string(*id) + ", not node " +
+             std::to_string(node_id);
+    return {};
+  }
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << node_id << "\n";
+    if (!out) return "data-dir: cannot write " + tmp;
+  }
+  const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return "data-dir: cannot write " + path + ": " + ec.message();
+  const int dfd = ::open(data_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  return {};
+}
+
+std::string usage() {
+  return R"(usage: keel-broker --node-id N --data-dir DIR --seeds ID@HOST:PORT[,...] [options]
+  --config FILE                    name = value lines with the names below (flags override)
+  --kafka-listen HOST:PORT         Kafka listener (127.0.0.1:9092)
+  --rpc-listen HOST:PORT           inter-broker listener (127.0.0.1:19092)
+  --kafka-advertised HOST:PORT     address clients are told (the listener)
+  --rpc-advertised HOST:PORT       address brokers are told (the listener)
+  --shards N                       shard threads (one per core)
+  --flush POLICY                   every-append | every-bytes:N | every-ms:T | never
+  --segment-bytes N                segment size (134217728)
+  --segment-ms N                   segment age before a roll (604800000)
+  --retention-ms N                 default retention by age, -1 = forever (604800000)
+  --retention-bytes N              default retention by size, -1 = none
+  --default-partitions N           partitions of an auto-created topic (1)
+  --default-replication-factor N   replicas of a new topic (3, or the broker count if fewer)
+  --tick-ms N                      Raft tick (10)
+  --election-ticks N               election timeout in ticks (30)
+  --auto-create-topics true|false  create topics on first use (true)
+)";
+}
+
+}  // namespace keel::server

@@ -1,0 +1,225 @@
+#include "keel/server/partition_host.h"
+
+#include <cstdio>
+
+namespace keel::server {
+
+engine::result<std::unique_ptr<partition_host>> partition_host::open(engine::log& log,
+                                                                     engine::io_ring& ring,
+                                                                     partition_host_options options,
+                                                                     message_sink sink,
+                                                                     raft::random_source& random) {
+  std::unique_ptr<partition_host> h(
+      new partition_host(log, ring, std::move(options), std::move(sink)));
+  raft_persistent_state initial;
+  initial.log_start = to_raft(log.log_start());
+  initial.start_config = h->options_.initial_config;
+  auto store = raft_state_store::open(log.dir(), ring, initial);
+  if (!store) return std::move(store).err();
+  h->state_ = std::move(store).value();
+  const raft_persistent_state& s = h->state_->state();
+  if (s.log_start != to_raft(log.log_start()) && s.log_start > to_raft(log.log_start())) {
+    // The state names a later start than the log (a crash between the two writes of a reset):
+    // the state is authoritative, so the log catches up.
+    if (auto t = log.truncate_prefix(to_engine(s.log_start)); !t) return t.err();
+  }
+  h->reader_ = std::make_unique<raft_log>(log, *h->state_);
+  raft::boot_state boot;
+  boot.hard = s.hard;
+  // A commit index beyond what the log holds (the log lost an unsynced tail) is clamped.
+  if (boot.hard.commit > h->reader_->last_offset()) boot.hard.commit = h->reader_->last_offset();
+  boot.config = s.start_config;
+  boot.config_offset = s.start_config_offset;
+  h->core_ = std::make_unique<raft::core>(h->options_.core, *h->reader_, random, boot,
+                                          h->options_.snapshots);
+  h->high_watermark_ = h->core_->commit();
+  h->proposals_term_ = h->core_->term();
+  return h;
+}
+
+partition_host::partition_host(engine::log& log, engine::io_ring& ring,
+                               partition_host_options options, message_sink sink)
+    : log_(log), ring_(ring), options_(std::move(options)), sink_(std::move(sink)) {}
+
+partition_host::~partition_host() {
+  *alive_ = false;
+  // Writes in flight call back into this host: let them finish while it still exists.
+  while (pending_ > 0)
+    ring_.wait();
+  fail_proposals("the partition is closing");
+}
+
+void partition_host::tick() {
+  if (!failure_.empty()) return;
+  core_->tick();
+  process_ready();
+}
+
+void partition_host::step(const raft::message& m) {
+  if (!failure_.empty()) return;
+  (void)core_->step(m);  // a message for another term, group or recipient is dropped by design
+  process_ready();
+}
+
+raft::result<raft::batch> partition_host::propose(raft::batch_type type, int64_t offset_count,
+                                                  raft::shared_bytes payload,
+                                                  proposal_callback done) {
+  if (!failure_.empty()) return raft::make_error(raft::errc::unavailable, failure_);
+  auto b = core_->propose(type, offset_count, std::move(payload));
+  if (!b) return b;
+  if (done) proposals_.emplace(b->last, std::make_pair(b->base, std::move(done)));
+  process_ready();
+  return b;
+}
+
+raft::status partition_host::transfer_leadership(raft::node_id target) {
+  auto s = core_->transfer_leadership(target);
+  process_ready();
+  return s;
+}
+
+void partition_host::fail(const std::string& why) {
+  if (failure_.empty()) {
+    failure_ = why;
+    std::fprintf(stderr, "keel: raft group %llu stopped: %s\n",
+                 static_cast<unsigned long long>(options_.core.group.value()), why.c_str());
+  }
+  fail_proposals(why);
+}
+
+void partition_host::fail_proposals(const std::string& why) {
+  auto waiting = std::move(proposals_);
+  proposals_.clear();
+  for (auto& [last, entry] : waiting)
+    entry.second(proposal_outcome{false, entry.first, last, why});
+}
+
+void partition_host::process_ready() {
+  if (ready_in_flight_ || !failure_.empty() || !core_->has_ready()) return;
+  // A proposal of an earlier term can still commit (a new leader keeps it) or be truncated; the
+  // client cannot tell which, so it hears "not leader" and retries, as Kafka clients expect.
+  if (core_->term() != proposals_term_ || !is_leader()) {
+    proposals_term_ = core_->term();
+    if (!is_leader() && !proposals_.empty()) fail_proposals("leadership moved");
+  }
+  ready_in_flight_ = true;
+  parked_ = core_->take_ready();
+  for (raft::message& m : parked_->messages)
+    sink_(std::move(m));
+  parked_->messages.clear();
+  pending_ = 1;  // held until every write of this Ready is queued
+  if (parked_->hard_state_changes_term_or_vote && parked_->hard_state_to_persist) {
+    // §5.2: the term and vote are on disk before anything that depends on them.
+    raft_persistent_state next = state_->state();
+    next.hard = *parked_->hard_state_to_persist;
+    ++pending_;
+    state_->save(std::move(next), [this, alive = alive_](const engine::status& st) {
+      if (!*alive) return;
+      if (!st) return complete_one("cannot persist the raft state: " + st.err().describe());
+      apply_to_log();
+      complete_one({});
+    });
+  } else {
+    apply_to_log();
+  }
+  complete_one({});
+}
+
+void partition_host::complete_one(const std::string& error) {
+  if (!error.empty()) fail(error);
+  KEEL_ASSERT(pending_ > 0, "a completion for a Ready with nothing pending");
+  if (--pending_ == 0) finish();
+}
+
+void partition_host::apply_to_log() {
+  raft::ready& r = *parked_;
+  raft_persistent_state next = state_->state();
+  bool state_changed = false;
+  if (r.reset) {
+    const raft::log_reset& reset = *r.reset;
+    // The whole log goes; it restarts empty at reset.start.
+    if (auto st = log_.truncate_suffix(log_.log_start()); !st) return fail(st.err().describe());
+    if (to_engine(reset.start) > log_.log_start()) {
+      if (auto st = log_.truncate_prefix(to_engine(reset.start)); !st)
+        return fail(st.err().describe());
+    }
+    next.log_start = reset.start;
+    next.start_prev_term = reset.start_prev_term;
+    next.start_config = reset.config;
+    next.start_config_offset = reset.config_offset;
+    next.config_offsets.clear();
+    if (!reset.snapshot.empty() && options_.on_snapshot) options_.on_snapshot(reset.snapshot);
+    state_changed = true;
+  }
+  if (r.truncate_from) {
+    if (auto st = log_.truncate_suffix(to_engine(*r.truncate_from)); !st)
+      return fail("truncate_suffix: " + st.err().describe());
+    std::erase_if(next.config_offsets, [&](raft::offset o) { return o >= *r.truncate_from; });
+    state_changed = true;
+  }
+  for (const raft::batch& b : r.batches) {
+    engine::batch_spec spec;
+    spec.type = static_cast<uint8_t>(b.type);
+    spec.term = engine::term_id(b.term.value());
+    spec.offset_count = static_cast<uint32_t>(b.offset_count());
+    spec.payload = std::span(b.payload.data(), b.payload.size());
+    spec.base = to_engine(b.base);
+    if (options_.max_timestamp_of) spec.max_timestamp = options_.max_timestamp_of(b);
+    ++pending_;
+    auto appended =
+        log_.append(spec, [this, alive = alive_](const engine::result<engine::append_ack>& ack) {
+          if (!*alive) return;
+          complete_one(ack ? std::string() : "append: " + ack.err().describe());
+        });
+    if (!appended) {
+      --pending_;
+      return fail("append: " + appended.err().describe());
+    }
+    if (b.type == raft::batch_type::config) {
+      next.config_offsets.push_back(b.base);
+      state_changed = true;
+    }
+  }
+  if (r.hard_state_to_persist && !(next.hard == *r.hard_state_to_persist)) {
+    const bool commit_only = next.hard.term == r.hard_state_to_persist->term &&
+                             next.hard.vote == r.hard_state_to_persist->vote;
+    next.hard = *r.hard_state_to_persist;
+    if (commit_only && !state_changed) {
+      state_->save(std::move(next), {});  // not waited for: a lost commit index is re-learnt
+      return;
+    }
+    state_changed = true;
+  }
+  if (state_changed) {
+    ++pending_;
+    state_->save(std::move(next), [this, alive = alive_](const engine::status& st) {
+      if (!*alive) return;
+      complete_one(st ? std::string() : "cannot persist the raft state: " + st.err().describe());
+    });
+  }
+}
+
+void partition_host::finish() {
+  raft::ready r = std::move(*parked_);
+  parked_.reset();
+  if (!failure_.empty()) {
+    ready_in_flight_ = false;
+    return;
+  }
+  for (raft::message& m : r.messages_after_persist)
+    sink_(std::move(m));
+  if (r.committed_to && *r.committed_to > high_watermark_) {
+    high_watermark_ = *r.committed_to;
+    while (!proposals_.empty() && proposals_.begin()->first <= high_watermark_) {
+      auto node = proposals_.extract(proposals_.begin());
+      node.mapped().second(proposal_outcome{true, node.mapped().first, node.key(), {}});
+    }
+    for (auto& listener : commit_listeners_)
+      listener(high_watermark_);
+  }
+  ready_in_flight_ = false;
+  core_->advance();
+  process_ready();
+}
+
+}  // namespace keel::server

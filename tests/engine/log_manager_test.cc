@@ -1,0 +1,163 @@
+// log_manager: many logs under one data directory, one ring, bounded descriptors and maps.
+#include "keel/engine/log_manager.h"
+
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
+namespace keel::engine {
+namespace {
+
+size_t open_descriptors() {
+  size_t n = 0;
+  DIR* d = ::opendir("/proc/self/fd");
+  while (dirent* e = ::readdir(d))
+    n += e->d_name[0] != '.';
+  ::closedir(d);
+  return n;
+}
+
+class log_manager_test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("keel-log-manager-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    auto r = io_ring::create();
+    ASSERT_TRUE(r.ok());
+    ring_ = std::move(r).value();
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  log_manager::options options() const {
+    log_manager::options o;
+    o.data_dir = dir_.string();
+    o.defaults.segment_bytes = 64 << 10;
+    o.defaults.flush = flush_policy::none();
+    return o;
+  }
+
+  static void append_text(log& l, const std::string& text) {
+    batch_spec b;
+    b.term = term_id(1);
+    b.payload = std::as_bytes(std::span(text));
+    ASSERT_TRUE(l.append(b).ok());
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<io_ring> ring_;
+};
+
+TEST_F(log_manager_test, thousands_of_logs_reopen_with_bounded_descriptors) {
+  constexpr int logs = 2000;
+  const size_t before = open_descriptors();
+  {
+    auto m = log_manager::open(options(), *ring_);
+    ASSERT_TRUE(m.ok()) << m.err().describe();
+    for (int i = 0; i < logs; ++i) {
+      auto l = (*m)->open_log("topic-" + std::to_string(i));
+      ASSERT_TRUE(l.ok()) << l.err().describe();
+      append_text(**l, "hello " + std::to_string(i));
+    }
+    // One descriptor per log for its active segment and one for its directory; no index fds.
+    EXPECT_LE(open_descriptors() - before, static_cast<size_t>(2 * logs + 8));
+    ASSERT_TRUE((*m)->close().ok());
+  }
+  auto m = log_manager::open(options(), *ring_);
+  ASSERT_TRUE(m.ok()) << m.err().describe();
+  EXPECT_EQ((*m)->size(), static_cast<size_t>(logs));
+  for (int i = 0; i < logs; i += 97) {
+    log* l = (*m)->find("topic-" + std::to_string(i));
+    ASSERT_NE(l, nullptr);
+    auto r = l->read(offset(0), 1 << 20, l->written_offset());
+    ASSERT_TRUE(r.ok()) << r.err().describe();
+    ASSERT_EQ(r->batches.size(), 1u);
+    const std::string want = "hello " + std::to_string(i);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(r->batches[0].payload().data()),
+                          r->batches[0].payload().size()),
+              want);
+  }
+}
+
+TEST_F(log_manager_test, closed_segment_maps_are_bounded_across_logs) {
+  auto o = options();
+  o.mapped_segments_max = 3;
+  auto m = log_manager::open(o, *ring_);
+  ASSERT_TRUE(m.ok());
+  const std::string big(20 << 10, 'x');
+  std::vector<log*> all;
+  for (int i = 0; i < 4; ++i) {
+    auto l = (*m)->open_log("p-" + std::to_string(i));
+    ASSERT_TRUE(l.ok());
+    for (int j = 0; j < 12; ++j)
+      append_text(**l, big);  // 4+ segments of 64 KiB each
+    (*l)->flush();
+    all.push_back(*l);
+  }
+  ring_->drain();
+  for (log* l : all) {
+    ASSERT_GT(l->segment_count(), 3u);
+    auto r = l->read(offset(0), 64 << 20, l->written_offset());
+    ASSERT_TRUE(r.ok()) << r.err().describe();
+    EXPECT_EQ(r->batches.size(), 12u);
+    EXPECT_LE((*m)->mapped_segments(), 3u);
+  }
+  // Views taken before eviction stay readable after their segment's map was dropped.
+  auto first = all[0]->read(offset(0), 1, all[0]->written_offset());
+  ASSERT_TRUE(first.ok());
+  for (log* l : all)
+    ASSERT_TRUE(l->read(offset(0), 64 << 20, l->written_offset()).ok());
+  EXPECT_EQ(first->batches[0].payload()[0], std::byte{'x'});
+}
+
+TEST_F(log_manager_test, names_are_validated_and_remove_deletes_the_directory) {
+  auto m = log_manager::open(options(), *ring_);
+  ASSERT_TRUE(m.ok());
+  for (const char* bad : {"", ".", "..", "a/b", "with space", "x\n"}) {
+    auto l = (*m)->open_log(bad);
+    ASSERT_FALSE(l.ok()) << bad;
+    EXPECT_EQ(l.err().code, errc::invalid_argument);
+  }
+  auto l = (*m)->open_log("orders-0");
+  ASSERT_TRUE(l.ok());
+  append_text(**l, "x");
+  ASSERT_TRUE((*m)->remove("orders-0").ok());
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "orders-0"));
+  EXPECT_EQ((*m)->find("orders-0"), nullptr);
+  EXPECT_EQ((*m)->remove("orders-0").err().code, errc::not_found);
+}
+
+TEST_F(log_manager_test, tick_applies_retention_on_its_interval) {
+  int64_t now = 1'000'000;
+  auto o = options();
+  o.defaults.now_ms = [&] { return now; };
+  o.defaults.retention_ms = 10'000;
+  o.retention_check_interval_ms = 1'000;
+  auto m = log_manager::open(o, *ring_);
+  ASSERT_TRUE(m.ok());
+  auto l = (*m)->open_log("t-0");
+  ASSERT_TRUE(l.ok());
+  const std::string big(30 << 10, 'y');
+  for (int j = 0; j < 6; ++j) {
+    batch_spec b;
+    b.term = term_id(1);
+    b.max_timestamp = timestamp_ms(now);
+    b.payload = std::as_bytes(std::span(big));
+    ASSERT_TRUE((*l)->append(b).ok());
+  }
+  ring_->drain();
+  ASSERT_GT((*l)->segment_count(), 1u);
+  (*m)->tick();
+  EXPECT_EQ((*l)->log_start(), offset(0));  // nothing is old yet
+  now += 20'000;
+  (*m)->tick();
+  EXPECT_GT((*l)->log_start(), offset(0));
+  EXPECT_EQ((*l)->segment_count(), 1u);  // the active segment is never deleted
+}
+
+}  // namespace
+}  // namespace keel::engine

@@ -1,0 +1,96 @@
+// Broker configuration: flags, a config file, and errors that name the setting.
+#include "keel/server/config.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace keel::server {
+namespace {
+
+std::optional<broker_config> parse(std::vector<std::string> args, std::string& error) {
+  return parse_broker_args(args, error);
+}
+
+TEST(broker_config, flags_parse_and_defaults_fill_in) {
+  std::string error;
+  auto c = parse(
+      {"--node-id", "2", "--data-dir", "/tmp/x", "--seeds",
+       "1@127.0.0.1:19092,2@127.0.0.1:19093,3@127.0.0.1:19094", "--rpc-listen", "127.0.0.1:19093",
+       "--kafka-listen=127.0.0.1:9093", "--flush", "every-ms:50", "--shards", "2"},
+      error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->node_id, 2);
+  EXPECT_EQ(c->seeds.size(), 3u);
+  EXPECT_EQ(c->seeds[2].rpc.port, 19094);
+  EXPECT_EQ(c->kafka_address().to_string(), "127.0.0.1:9093");
+  EXPECT_EQ(c->flush.kind, engine::flush_policy::mode::every_interval);
+  EXPECT_EQ(c->flush.interval_ms, 50);
+  EXPECT_EQ(c->shards, 2u);
+  EXPECT_EQ(c->default_replication_factor, 3);
+}
+
+TEST(broker_config, every_bad_setting_is_named) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--data-dir", "/d", "--seeds", "1@h:1"}, "node-id"},
+      {{"--node-id", "1", "--seeds", "1@h:1"}, "data-dir"},
+      {{"--node-id", "1", "--data-dir", "/d"}, "seeds"},
+      {{"--node-id", "x", "--data-dir", "/d", "--seeds", "1@h:1"}, "node-id"},
+      {{"--node-id", "1", "--data-dir", "/d", "--seeds", "1@h"}, "seeds"},
+      {{"--node-id", "1", "--data-dir", "/d", "--seeds", "1@h:1,1@h:2"}, "seeds"},
+      {{"--node-id", "1", "--data-dir", "/d", "--seeds", "2@h:1", "--flush", "sometimes"}, "flush"},
+      {{"--node-id", "1", "--data-dir", "/d", "--seeds", "2@h:1", "--shards", "-3"}, "shards"},
+      {{"--node-id", "1", "--data-dir", "/d", "--seeds", "2@h:1", "--kafka-listen", "h:99999"},
+       "kafka-listen"},
+      {{"--node-id", "1", "--data-dir", "/d", "--seeds", "2@h:1", "--colour", "blue"}, "colour"},
+      {{"--node-id", "1", "--data-dir", "/d", "--seeds", "2@h:1", "--rpc-listen", "127.0.0.1:9092"},
+       "rpc-listen"},
+      {{"--node-id", "1", "--data-dir", "/d", "--seeds", "1@10.0.0.1:5"}, "seeds"},
+      {{"--node-id"}, "node-id"},
+  };
+  for (const auto& [args, setting] : cases) {
+    std::string error;
+    EXPECT_FALSE(parse(args, error));
+    EXPECT_EQ(error.rfind(setting + ":", 0), 0u)
+        << "error '" << error << "' should name " << setting;
+  }
+}
+
+TEST(broker_config, a_file_is_read_and_flags_override_it) {
+  const auto path =
+      std::filesystem::temp_directory_path() / ("keel-config-" + std::to_string(::getpid()));
+  {
+    std::ofstream f(path);
+    f << "# a broker\nnode-id = 4\ndata-dir = /var/keel\nseeds = 4@127.0.0.1:19092\n"
+         "segment-bytes = 1048576   # small\n";
+  }
+  std::string error;
+  auto c = parse({"--config", path.string(), "--segment-bytes", "2097152"}, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->node_id, 4);
+  EXPECT_EQ(c->segment_bytes, 2u << 20);
+  {
+    std::ofstream f(path);
+    f << "node-id = 4\nretention-ms = soon\n";
+  }
+  EXPECT_FALSE(parse({"--config", path.string()}, error));
+  EXPECT_NE(error.find("retention-ms"), std::string::npos);
+  EXPECT_NE(error.find("line 2"), std::string::npos);
+  std::filesystem::remove(path);
+}
+
+TEST(broker_config, a_data_dir_of_another_node_is_refused) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("keel-claim-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(claim_data_dir(dir.string(), 5), "");
+  EXPECT_EQ(claim_data_dir(dir.string(), 5), "");
+  const std::string e = claim_data_dir(dir.string(), 6);
+  EXPECT_NE(e.find("belongs to node 5"), std::string::npos) << e;
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace keel::server

@@ -1,0 +1,151 @@
+// The controller's state machine: commands apply deterministically, bad ones change nothing,
+// snapshots round-trip, plans spread leaders and shards evenly, and garbage never crashes it.
+#include "keel/server/metadata.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+namespace keel::server {
+namespace {
+
+metadata_state with_brokers(int n, uint32_t shards = 2) {
+  metadata_state m;
+  for (int i = 1; i <= n; ++i) {
+    auto r = m.apply(encode_register_broker({i,
+                                             {"127.0.0.1", static_cast<uint16_t>(9091 + i)},
+                                             {"127.0.0.1", static_cast<uint16_t>(19091 + i)},
+                                             shards}));
+    EXPECT_TRUE(r.ok) << r.error;
+  }
+  return m;
+}
+
+topic_info make_topic(const metadata_state& m, const std::string& name, int partitions,
+                      int16_t rf) {
+  std::string error;
+  auto plan = m.plan_partitions(partitions, rf, {1, 2, 3}, error);
+  EXPECT_TRUE(plan) << error;
+  topic_info t;
+  t.name = name;
+  t.id[0] = 7;
+  t.replication_factor = rf;
+  t.configs["retention.ms"] = "1000";
+  t.partitions = plan.value_or(std::vector<std::vector<replica>>{});
+  return t;
+}
+
+TEST(metadata, topics_are_created_altered_and_deleted) {
+  auto m = with_brokers(3);
+  const topic_info t = make_topic(m, "orders", 6, 3);
+  ASSERT_TRUE(m.apply(encode_create_topic(t)).ok);
+  ASSERT_NE(m.topic("orders"), nullptr);
+  EXPECT_EQ(m.topic("orders")->partitions, t.partitions);
+  EXPECT_EQ(m.topic("orders")->groups, (std::vector<uint64_t>{1, 2, 3, 4, 5, 6}));
+  auto again = m.apply(encode_create_topic(t));
+  EXPECT_FALSE(again.ok);
+  EXPECT_NE(again.error.find("already exists"), std::string::npos);
+
+  ASSERT_TRUE(m.apply(encode_set_topic_config("orders", "segment.bytes", "1048576")).ok);
+  EXPECT_EQ(m.topic("orders")->configs.at("segment.bytes"), "1048576");
+  ASSERT_TRUE(m.apply(encode_set_topic_config("orders", "retention.ms", "")).ok);
+  EXPECT_EQ(m.topic("orders")->configs.count("retention.ms"), 0u);
+
+  std::string error;
+  auto more = m.plan_partitions(2, 3, {1, 2, 3}, error);
+  ASSERT_TRUE(more);
+  ASSERT_TRUE(m.apply(encode_create_partitions("orders", *more)).ok);
+  EXPECT_EQ(m.topic("orders")->partitions.size(), 8u);
+  EXPECT_EQ(m.topic("orders")->groups.back(), 8u);
+
+  ASSERT_TRUE(m.apply(encode_delete_topic("orders")).ok);
+  EXPECT_EQ(m.topic("orders"), nullptr);
+  EXPECT_FALSE(m.apply(encode_delete_topic("orders")).ok);
+}
+
+TEST(metadata, commands_that_do_not_fit_change_nothing) {
+  auto m = with_brokers(3);
+  const auto before = m;
+  topic_info t = make_topic(m, "bad name!", 1, 1);
+  EXPECT_FALSE(m.apply(encode_create_topic(t)).ok);
+  t = make_topic(m, "t", 1, 1);
+  t.partitions[0][0].broker = 42;
+  EXPECT_FALSE(m.apply(encode_create_topic(t)).ok);
+  t = make_topic(m, "t", 1, 2);
+  t.partitions[0][1] = t.partitions[0][0];
+  EXPECT_FALSE(m.apply(encode_create_topic(t)).ok);
+  t = make_topic(m, "t", 1, 1);
+  t.partitions[0][0].shard = 9;
+  EXPECT_FALSE(m.apply(encode_create_topic(t)).ok);
+  EXPECT_FALSE(m.apply(encode_allocate_producer_ids(99, 1000)).ok);
+  EXPECT_EQ(m, before);
+}
+
+TEST(metadata, producer_id_blocks_never_overlap) {
+  auto m = with_brokers(2);
+  auto a = m.apply(encode_allocate_producer_ids(1, 1000));
+  auto b = m.apply(encode_allocate_producer_ids(2, 500));
+  ASSERT_TRUE(a.allocated && b.allocated);
+  EXPECT_EQ(a.allocated->first + a.allocated->size, b.allocated->first);
+}
+
+TEST(metadata, snapshots_round_trip_and_bad_snapshots_are_refused) {
+  auto m = with_brokers(3);
+  ASSERT_TRUE(m.apply(encode_create_topic(make_topic(m, "a", 3, 2))).ok);
+  ASSERT_TRUE(m.apply(encode_create_topic(make_topic(m, "b", 5, 3))).ok);
+  ASSERT_TRUE(m.apply(encode_allocate_producer_ids(1, 100)).ok);
+  const auto snap = m.snapshot();
+  metadata_state copy;
+  ASSERT_TRUE(copy.restore(snap));
+  EXPECT_EQ(copy, m);
+  for (size_t cut = 0; cut < snap.size(); cut += 7) {
+    metadata_state other = with_brokers(1);
+    const auto keep = other;
+    EXPECT_FALSE(other.restore(std::span(snap).first(cut)));
+    EXPECT_EQ(other, keep);
+  }
+}
+
+TEST(metadata, plans_spread_leaders_and_shards_evenly) {
+  auto m = with_brokers(3, 2);
+  ASSERT_TRUE(m.apply(encode_create_topic(make_topic(m, "x", 6, 3))).ok);
+  ASSERT_TRUE(m.apply(encode_create_topic(make_topic(m, "y", 6, 3))).ok);
+  std::map<int32_t, int> leaders;
+  std::map<std::pair<int32_t, uint32_t>, int> shards;
+  for (const auto& [name, t] : m.topics())
+    for (const auto& reps : t.partitions) {
+      ++leaders[reps[0].broker];
+      for (auto& r : reps)
+        ++shards[{r.broker, r.shard}];
+    }
+  for (int b = 1; b <= 3; ++b)
+    EXPECT_EQ(leaders[b], 4) << "broker " << b;
+  for (auto& [key, n] : shards)
+    EXPECT_EQ(n, 6) << key.first << "/" << key.second;
+  std::string error;
+  EXPECT_FALSE(m.plan_partitions(1, 4, {1, 2, 3}, error));
+  EXPECT_NE(error.find("more than the 3 available brokers"), std::string::npos);
+}
+
+TEST(metadata, random_and_mutated_commands_never_crash) {
+  auto m = with_brokers(3);
+  const auto good = encode_create_topic(make_topic(m, "fuzz", 4, 3));
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 20000; ++i) {
+    std::vector<std::byte> cmd = good;
+    const int flips = 1 + static_cast<int>(rng() % 4);
+    for (int f = 0; f < flips; ++f)
+      cmd[rng() % cmd.size()] = static_cast<std::byte>(rng());
+    if (rng() % 4 == 0) cmd.resize(rng() % cmd.size());
+    metadata_state copy = m;
+    (void)copy.apply(cmd);
+    std::vector<std::byte> junk(rng() % 64);
+    for (auto& b : junk)
+      b = static_cast<std::byte>(rng());
+    (void)copy.apply(junk);
+    (void)copy.restore(junk);
+  }
+}
+
+}  // namespace
+}  // namespace keel::server
