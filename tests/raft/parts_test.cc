@@ -132,5 +132,40 @@ TEST(LogView, FindsLastOffsetAtOrBelowATerm) {
   EXPECT_EQ(v.last_at_or_below_term(offset(6), term_id(0)), offset::none());
 }
 
+// A host log whose reads stop after one batch (its own byte accounting): the view must accept a
+// short read instead of asserting that storage covers everything up to the unstable start.
+class one_batch_reader final : public log_reader {
+ public:
+  explicit one_batch_reader(const memory_log& log) : log_(log) {}
+  offset first_offset() const override { return log_.first_offset(); }
+  offset last_offset() const override { return log_.last_offset(); }
+  result<term_id> term_at(offset at) const override { return log_.term_at(at); }
+  result<std::vector<batch>> read(offset from, offset to, uint64_t) const override {
+    auto r = log_.read(from, to, 1);
+    if (r.ok() && r->size() > 1) r->resize(1);
+    return r;
+  }
+
+ private:
+  const memory_log& log_;
+};
+
+TEST(LogView, AcceptsShortReadsFromTheHostLog) {
+  memory_log storage;
+  fill_log(storage, {1, 1, 1});
+  one_batch_reader reader(storage);
+  log_view v(reader);
+  v.append(make_batch(batch_type::data, 2, 3, 3));
+  auto r = v.read(offset(0), offset(3), 1 << 20);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ(r->front().base, offset(0));
+  // Reading from the last stored batch continues into memory.
+  r = v.read(offset(2), offset(3), 1 << 20);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->size(), 2u);
+  EXPECT_EQ(r->back().term, term_id(2));
+}
+
 }  // namespace
 }  // namespace keel::raft::testing
