@@ -67,15 +67,15 @@ int main(int argc, char** argv) {
     std::printf("replay: %s\n", keel::raft::sim::replay_command(o).c_str());
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::fprintf(stderr,
-               "raft_sim: %llu seeds x %d steps, %d nodes, %.1f s; totals: proposals=%llu "
-               "acknowledged=%llu crashes=%llu leader_terms=%llu config_changes=%llu "
-               "log_resets=%llu reads=%llu\n",
-               (unsigned long long)(last - first + 1), base.steps, base.nodes, secs,
-               (unsigned long long)total.proposals, (unsigned long long)total.acknowledged,
-               (unsigned long long)total.crashes, (unsigned long long)total.elections,
-               (unsigned long long)total.config_changes, (unsigned long long)total.resets,
-               (unsigned long long)total.reads);
+  std::printf(
+      "raft_sim: %llu seeds x %d steps, %d nodes, %.1f s; totals: proposals=%llu "
+      "acknowledged=%llu crashes=%llu leader_terms=%llu config_changes=%llu "
+      "log_resets=%llu reads=%llu\n",
+      (unsigned long long)(last - first + 1), base.steps, base.nodes, secs,
+      (unsigned long long)total.proposals, (unsigned long long)total.acknowledged,
+      (unsigned long long)total.crashes, (unsigned long long)total.elections,
+      (unsigned long long)total.config_changes, (unsigned long long)total.resets,
+      (unsigned long long)total.reads);
   std::printf("seeds=%llu passed=%llu failed=%llu\n", (unsigned long long)(last - first + 1),
               (unsigned long long)passed, (unsigned long long)failed);
   return failed == 0 ? 0 : 1;

@@ -1,5 +1,6 @@
 #include "sim.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <deque>
 #include <map>
@@ -689,7 +690,9 @@ class simulation {
     for (size_t i = 0; i < nodes_.size(); ++i)
       if (!nodes_[i].up) restart(i);
     log_event("liveness phase: faults stop");
-    const int64_t deadline = now_ + int64_t(opts_.liveness_ticks) * tick_interval;
+    const int64_t bound_ticks = std::max<int64_t>(opts_.liveness_ticks, opts_.steps / 4);
+    const int64_t deadline = now_ + bound_ticks * tick_interval;
+    log_event("liveness bound: " + std::to_string(bound_ticks) + " ticks");
     bool proposed = false;
     while (now_ < deadline && !failed()) {
       process_next();

@@ -12,10 +12,13 @@ namespace keel::raft::sim {
 
 struct options {
   uint64_t seed = 1;
-  int nodes = 3;              // 3 or 5
-  int steps = 10000;          // safety phase: events processed with faults on
-  int liveness_ticks = 2000;  // liveness phase bound, in ticks of one node
-  bool trace = false;         // print every event as it happens
+  int nodes = 3;      // 3 or 5
+  int steps = 10000;  // safety phase: events processed with faults on
+  // Liveness bound, in ticks of one node: max(liveness_ticks, steps / 4). Long runs can leave
+  // thousands of uncommitted offsets behind (voters down for a long time); catching a follower
+  // up over them at one small batch per round trip takes time proportional to that backlog.
+  int liveness_ticks = 2000;
+  bool trace = false;  // print every event as it happens
 };
 
 struct outcome {

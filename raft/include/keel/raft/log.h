@@ -80,8 +80,8 @@ class log_reader {
   // offset(-1). errc::compacted below that range, errc::unavailable above it.
   virtual result<term_id> term_at(offset at) const = 0;
   // Whole batches covering [from, to] (the first batch holds `from` and may start before it), in
-  // order, stopping after the batch that crosses max_bytes (at least one batch is returned).
-  // Same errors as term_at for `from`.
+  // order, about max_bytes of them: at least one batch; a reader may stop before or after the
+  // batch that crosses max_bytes (a short read is fine). Same errors as term_at for `from`.
   virtual result<std::vector<batch>> read(offset from, offset to, uint64_t max_bytes) const = 0;
   // The configuration batches in [from, to]. Called only when a core starts; the default scans
   // read(); an adapter may keep an index instead.
