@@ -47,7 +47,8 @@ class io_ring {
   void submit();
   // Runs the handlers of every completion available now; returns how many ran. Never blocks.
   size_t poll();
-  // Blocks until at least one completion is available, then behaves as poll().
+  // Blocks until at least one completion is available, then behaves as poll(). Returns 0 at
+  // once when nothing is in flight: a caller waiting for a condition must check in_flight().
   size_t wait();
   // Waits until no operation of this ring is in flight.
   void drain();
