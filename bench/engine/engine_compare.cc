@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -114,8 +115,25 @@ run_result engine_appends(size_t size, int appenders, double seconds, flush_poli
   return {s, done * size, done};
 }
 
+// How a shard's event loop appends: one turn handles many produce requests, appending each,
+// and polls the ring once at the end of the turn. A burst is `burst_appends` appends, or fewer
+// when the log's staged bytes reach `burst_bytes` first.
+constexpr uint64_t burst_appends = 64;
+constexpr uint64_t burst_bytes = 64 << 10;
+
+// Appends `b` until the log accepts it, waiting on the ring while the log is busy (its staged
+// bytes at their bound).
+void append_or_wait(log& l, io_ring& ring, const batch_spec& b) {
+  auto r = l.append(b);
+  while (!r && r.err().code == errc::busy) {
+    ring.wait();
+    r = l.append(b);
+  }
+  if (!r) die("append: " + r.err().describe());
+}
+
 // 1 KiB appends with no sync, as fast as the caller can stage them; the caller's event loop
-// polls the ring once per append.
+// appends a burst (see burst_appends) between polls of the ring, as a shard does.
 run_result engine_appends_nosync(size_t size, uint64_t total_bytes, const char* name) {
   const std::string dir = fresh_dir(name);
   auto ring = must(io_ring::create(256), "io_ring");
@@ -128,13 +146,12 @@ run_result engine_appends_nosync(size_t size, uint64_t total_bytes, const char* 
   b.payload = payload;
   const uint64_t n = total_bytes / size;
   const auto t0 = clock_type::now();
-  for (uint64_t i = 0; i < n; ++i) {
-    auto r = l->append(b);
-    while (!r && r.err().code == errc::busy) {
-      ring->wait();
-      r = l->append(b);
-    }
-    if (!r) die("append: " + r.err().describe());
+  for (uint64_t i = 0; i < n;) {
+    const uint64_t burst_end = std::min(n, i + burst_appends);
+    do {
+      append_or_wait(*l, *ring, b);
+      ++i;
+    } while (i < burst_end && l->staged_bytes() < burst_bytes);
     ring->poll();
   }
   ring->drain();
@@ -191,13 +208,12 @@ read_setup make_read_log(uint64_t total) {
   batch_spec b;
   b.term = term_id(1);
   b.payload = payload;
-  for (uint64_t done = 0; done < total; done += 1024) {
-    auto a = r.l->append(b);
-    while (!a && a.err().code == errc::busy) {
-      r.ring->wait();
-      a = r.l->append(b);
-    }
-    if (!a) die("append: " + a.err().describe());
+  for (uint64_t done = 0; done < total;) {
+    const uint64_t burst_end = std::min(total, done + burst_appends * 1024);
+    do {
+      append_or_wait(*r.l, *r.ring, b);
+      done += 1024;
+    } while (done < burst_end && r.l->staged_bytes() < burst_bytes);
     r.ring->poll();
   }
   r.ring->drain();
