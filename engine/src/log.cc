@@ -901,6 +901,10 @@ status log::truncate_suffix(offset from) {
   if (failure_)
     return make_error(errc::log_failed, "log " + dir_ + " failed: " + failure_->describe());
   if (from == next_offset_) return ok_status();
+  // Everything goes: the log restarts empty at its start. Batches below the start that share
+  // the kept segment would otherwise stay on disk with their terms, and recovery refuses a
+  // term that goes backwards after them.
+  if (from == log_start_) return reset_to(from);
 
   auto it =
       std::upper_bound(segments_.begin(), segments_.end(), from,
@@ -975,20 +979,7 @@ status log::truncate_prefix(offset new_start) {
     // A reset past the end (a follower behind a leader's retention): the log empties and
     // continues from new_start.
     wait_idle();
-    if (auto s = persist_log_start(new_start); !s) return s;
-    while (!segments_.empty()) {
-      if (cache_) cache_->forget(segments_.back().get());
-      if (auto s = segments_.back()->remove_files(); !s) return s;
-      segments_.pop_back();
-    }
-    auto seg = segment::create(dir_, new_start, config_, config_.segment_bytes);
-    if (!seg) return std::move(seg).err();
-    segments_.push_back(std::move(seg).value());
-    if (auto s = sync_directory(); !s) return s;
-    log_start_ = next_offset_ = new_start;
-    written_ = durable_ = new_start.prev();
-    check_offsets();
-    return ok_status();
+    return reset_to(new_start);
   }
   // The start never moves back. Segments wholly below it go even when it does not move: a
   // start set while its segment was the active one leaves that segment behind once it rolls.
@@ -1014,6 +1005,36 @@ status log::truncate_prefix(offset new_start) {
     removed = true;
   }
   if (removed) return sync_directory();
+  return ok_status();
+}
+
+status log::reset_to(offset start) {
+  KEEL_ASSERT(chains_.empty(), "a reset waits for the log's writes first");
+  // The start is persisted first: a crash part-way leaves segments that open() deletes (or, for
+  // a start equal to the old one, a suffix that was being removed).
+  if (auto s = persist_log_start(start); !s) return s;
+  // From the newest back, so a crash part-way never leaves a gap after the start.
+  while (!segments_.empty()) {
+    if (cache_) cache_->forget(segments_.back().get());
+    if (auto s = segments_.back()->remove_files(); !s) {
+      fail(s.err());
+      return s;
+    }
+    segments_.pop_back();
+  }
+  auto seg = segment::create(dir_, start, config_, config_.segment_bytes);
+  if (!seg) {
+    fail(seg.err());
+    return std::move(seg).err();
+  }
+  segments_.push_back(std::move(seg).value());
+  if (auto s = sync_directory(); !s) return s;
+  log_start_ = next_offset_ = start;
+  written_ = durable_ = start.prev();
+  // The log holds no batch: the term before its start is the Raft layer's to remember.
+  last_term_ = term_id(0);
+  bytes_since_sync_ = 0;
+  check_offsets();
   return ok_status();
 }
 

@@ -328,6 +328,46 @@ TEST_F(LogTest, TruncatePrefixBeyondTheEndResets) {
   expect_contents(*l, 1000, 1001, kPayload);
 }
 
+// A truncation that leaves no batch forgets the removed batches' term: a Raft follower may
+// then append a lower term (the term before the start is Raft's to remember, not the log's).
+TEST_F(LogTest, ALogEmptiedByATruncationTakesALowerTerm) {
+  auto l = open_log(small_config());
+  append_n(*l, 5, 100, 7);
+  // Everything, from offset 0.
+  ASSERT_TRUE(l->truncate_suffix(offset(0)).ok());
+  EXPECT_EQ(l->last_term().value(), 0);
+  append_n(*l, 5, 100, 3);
+  EXPECT_EQ(l->last_term().value(), 3);
+
+  // Everything from a start inside the active segment: the batches below the start, which
+  // share its segment, go too, so recovery never meets a term that goes backwards.
+  ASSERT_TRUE(l->truncate_prefix(offset(2)).ok());
+  ASSERT_TRUE(l->truncate_suffix(offset(2)).ok());
+  EXPECT_EQ(l->last_term().value(), 0);
+  EXPECT_EQ(l->log_start().value(), 2);
+  EXPECT_EQ(l->next_offset().value(), 2);
+  EXPECT_EQ(l->durable_offset().value(), 1);
+  EXPECT_EQ(segment_bases_on_disk(dir()), (std::vector<int64_t>{2}));
+  append_n(*l, 3, 100, 1);
+  l.reset();  // unclean: recovery scans the batches of term 1
+  l = open_log(small_config());
+  EXPECT_EQ(l->last_term().value(), 1);
+  expect_contents(*l, 2, 5, 100);
+
+  // A reset past the end.
+  append_n(*l, 2, 100, 9);
+  ASSERT_TRUE(l->truncate_prefix(offset(500)).ok());
+  EXPECT_EQ(l->last_term().value(), 0);
+  append_n(*l, 1, 100, 2);
+  EXPECT_EQ(l->last_term().value(), 2);
+  ASSERT_TRUE(l->close().ok());
+  l = open_log(small_config());
+  EXPECT_EQ(l->last_term().value(), 2);
+  expect_contents(*l, 500, 501, 100);
+  // A lower term than the last batch's is still refused.
+  EXPECT_EQ(l->append(spec_of("x", 1)).err().code, errc::invalid_argument);
+}
+
 TEST_F(LogTest, RetentionByBytesKeepsTheNewestSegments) {
   log_config c = small_config();
   c.retention_bytes = 2 * kPerSegment * (kPayload + 56);

@@ -117,10 +117,12 @@ class log {
   result<std::optional<offset>> offset_for_timestamp(timestamp_ms target) const;
 
   // Removes every batch from `from` on (a batch boundary in [log_start, next_offset]); durable
-  // before it returns. Waits for this log's writes in flight through the ring.
+  // before it returns. Waits for this log's writes in flight through the ring. At the log start
+  // the log empties (every segment goes) and last_term() becomes 0.
   status truncate_suffix(offset from);
   // Moves the log start to `new_start`, deleting whole segments below it, and persists it. A
-  // start beyond next_offset empties the log, which then continues from there.
+  // start beyond next_offset empties the log, which then continues from there with
+  // last_term() 0.
   status truncate_prefix(offset new_start);
   // Deletes closed segments past retention_ms (by their newest timestamp) or beyond
   // retention_bytes; returns the new log start.
@@ -134,6 +136,8 @@ class log {
   offset appended_offset() const { return next_offset_.prev(); }
   offset written_offset() const { return written_; }
   offset durable_offset() const { return durable_; }
+  // The term of the last stored batch; 0 after a truncation or reset removed every batch (the
+  // term before the log start is the Raft layer's to remember).
   term_id last_term() const { return last_term_; }
   uint64_t size_bytes() const;
   size_t segment_count() const { return segments_.size(); }
@@ -160,6 +164,8 @@ class log {
   const segment* segment_for(offset o) const;
   status ensure_mapped(const segment& s) const;
   status persist_log_start(offset start);
+  // Empties the log (every segment goes) and continues from `start`; last_term becomes 0.
+  status reset_to(offset start);
   status sync_directory();
   void check_offsets() const;
   int64_t now() const { return config_.now_ms(); }
