@@ -824,32 +824,83 @@ result<read_result> log::read(offset from, uint64_t max_bytes, offset upper_boun
                                              " (a gap before the next segment)");
       position = **p;
     }
-    while (position < seg.written_size()) {
-      // Damage after the first batch ends this read with what came before it; the next read,
-      // starting at the damage, reports it.
-      auto h = seg.header_at(position);
-      if (!h) {
-        if (!out.batches.empty()) return out;
-        return std::move(h).err();
+    // The loop runs once per returned batch and is the read path's whole cost, so it decodes
+    // each header straight into its view (no result per batch, as segment::header_at builds,
+    // and no copy of the header) and keeps its counters in locals.
+    const std::byte* const data = seg.map()->data();
+    const uint64_t end = seg.written_size();
+    KEEL_ASSERT(end <= seg.map()->size(), "the written part of a segment lies inside its map");
+    std::vector<batch_view>& views = out.batches;
+    if (views.empty() && end - position >= batch_header_size) {
+      // Room for as many batches of the first one's size as the read may return, within
+      // reason: one allocation for the usual read of similar batches.
+      const uint64_t first_size =
+          batch_header_size +
+          std::min<uint64_t>(detail::load_le<uint32_t>(data + position + 8), end - position);
+      const uint64_t room = std::min<uint64_t>(max_bytes, end - position);
+      views.reserve(static_cast<size_t>(std::min<uint64_t>(room / first_size + 1, 4096)));
+    }
+    const size_t views_before = views.size();
+    uint64_t bytes = out.bytes;
+    offset next = out.next_offset;
+    bool stop = false;
+    while (position < end) {
+      // Each header's position comes from the one before: without fetching ahead, the walk
+      // waits on memory once per batch. (A prefetch never faults, past the map's end included;
+      // the address is formed as an integer so no pointer leaves its object.)
+      __builtin_prefetch(
+          reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(data) + position + 8192));
+      batch_view& v = views.emplace_back();
+      batch_header& h = v.header;
+      const bool first_view = views.size() == 1;
+      if (end - position < batch_header_size ||
+          decode_batch_header({data + position, batch_header_size}, h) != header_check::ok ||
+          h.stored_size() > end - position) {
+        views.pop_back();
+        // Damage after the first batch ends this read with what came before it; the next read,
+        // starting at the damage, reports it.
+        if (!views.empty()) {
+          stop = true;
+          break;
+        }
+        auto e = seg.header_at(position);
+        KEEL_ASSERT(!e, "header_at refuses what the read loop refused");
+        return std::move(e).err();
       }
-      if (!out.batches.empty() && h->base_offset != out.next_offset) return out;  // a gap
-      // Verified before its fields are used: a damaged last offset must not pass for a batch
-      // beyond the bound (a reader would wait at it forever instead of seeing the damage).
-      auto bytes = seg.map()->bytes(position, h->stored_size());
-      if (options.verify_checksums && !verify_batch(bytes, *h)) {
-        if (!out.batches.empty()) return out;
+      v.stored = {data + position, h.stored_size()};
+      // A gap, the bound or max_bytes ends the read before this batch. The checksum is verified
+      // before the last offset is used: a damaged one must not pass for a batch beyond the
+      // bound (a reader would wait at it forever instead of seeing the damage).
+      if (!first_view && h.base_offset != next) {
+        views.pop_back();
+        stop = true;
+        break;
+      }
+      if (options.verify_checksums && !verify_batch(v.stored, h)) {
+        const offset damaged = h.base_offset;
+        views.pop_back();
+        if (!views.empty()) {
+          stop = true;
+          break;
+        }
         return make_error(errc::corrupt, seg.path(".log") +
                                              ": checksum mismatch in the batch at position " +
                                              std::to_string(position) + " (offset " +
-                                             std::to_string(h->base_offset.value()) + ")");
+                                             std::to_string(damaged.value()) + ")");
       }
-      if (h->last_offset > bound) return out;
-      if (!out.batches.empty() && out.bytes + h->stored_size() > max_bytes) return out;
-      out.batches.push_back(batch_view{*h, bytes, seg.map()});
-      out.bytes += h->stored_size();
-      out.next_offset = h->last_offset.next();
-      position += h->stored_size();
+      if (h.last_offset > bound || (!first_view && bytes + h.stored_size() > max_bytes)) {
+        views.pop_back();
+        stop = true;
+        break;
+      }
+      bytes += h.stored_size();
+      next = h.last_offset.next();
+      position += h.stored_size();
     }
+    if (views.size() > views_before) out.keep_alive.push_back(seg.map());
+    out.bytes = bytes;
+    out.next_offset = next;
+    if (stop) break;
   }
   return out;
 }

@@ -27,7 +27,8 @@
 //
 // Reads. read() returns views of whole batches straight from the segment maps, from the batch
 // that contains the requested offset, never past the written end nor past the caller's bound.
-// A view keeps its segment's map alive across a roll, a truncation or a deletion.
+// The read_result keeps the segments' maps alive across a roll, a truncation or a deletion;
+// its views are valid while it lives.
 //
 // Threading: a log and its io_ring belong to one thread. Nothing here is synchronized.
 #pragma once
@@ -71,11 +72,13 @@ struct append_ack {
 // covers them), or with the error that failed the log.
 using append_callback = std::function<void(const result<append_ack>&)>;
 
-// A stored batch inside a segment map: header fields plus its bytes, valid while held.
+// A stored batch inside a segment map: header fields plus its bytes. Valid while the
+// read_result that returned it lives (the result holds the maps, once per segment, not each
+// view): a view copied out of its result must not outlive the result. Copy the bytes out for
+// longer.
 struct batch_view {
   batch_header header;
   std::span<const std::byte> stored;  // header + payload, as on disk
-  std::shared_ptr<const file_map> keep_alive;
 
   std::span<const std::byte> payload() const { return stored.subspan(batch_header_size); }
 };
@@ -84,6 +87,9 @@ struct read_result {
   std::vector<batch_view> batches;
   uint64_t bytes = 0;  // stored bytes of all batches
   offset next_offset;  // the offset after the last batch returned (the next read's start)
+  // The maps the views point into: they stay mapped across a roll, a truncation, a deletion or
+  // the log's own end for as long as this result lives (moving it keeps the views valid).
+  std::vector<std::shared_ptr<const file_map>> keep_alive;
 };
 
 struct read_options {
