@@ -141,6 +141,8 @@ std::string log_config::validate() const {
     return "flush every T ms needs T > 0";
   if (write_chains_in_flight_max == 0) return "write_chains_in_flight_max must be positive";
   if (staged_bytes_max < (1u << 20)) return "staged_bytes_max must be at least 1 MiB";
+  if (issue_staged_bytes == 0 || issue_staged_bytes > staged_bytes_max)
+    return "issue_staged_bytes must lie in [1, staged_bytes_max]";
   return {};
 }
 
@@ -230,11 +232,14 @@ struct log::chain {
 log::log(std::string dir, log_config config, io_ring& ring, segment_cache* cache)
     : dir_(std::move(dir)), config_(std::move(config)), ring_(ring), cache_(cache) {
   if (!config_.now_ms) config_.now_ms = &system_now_ms;
+  issuer_.issue = &log::issue_thunk;
+  issuer_.owner = this;
 }
 
 log::~log() {
   // Chains in flight point into this log: let the ring finish them first.
   wait_idle();
+  ring_.forget(&issuer_);
   if (cache_) {
     for (auto& s : segments_)
       cache_->forget(s.get());
@@ -513,7 +518,8 @@ result<append_ack> log::append(const batch_spec& batch, append_callback done) {
                                                   " does not follow the log's end " +
                                                   std::to_string(next_offset_.value()));
   const uint64_t stored = batch_header_size + batch.payload.size();
-  if (staged_bytes() + stored > config_.staged_bytes_max && staged_bytes() > 0)
+  if (const uint64_t staged = staged_bytes();
+      staged + stored > config_.staged_bytes_max && staged > 0)
     return make_error(errc::busy, "log " + dir_ + " has its staged bytes at their bound");
 
   const std::shared_ptr<segment>* active = &segments_.back();
@@ -560,7 +566,10 @@ result<append_ack> log::append(const batch_spec& batch, append_callback done) {
   if (done) c.acks.push_back({base, last, std::move(done)});
   next_offset_ = last.next();
   last_term_ = batch.term;
-  issue();
+  if (c.buffer.size() >= config_.issue_staged_bytes)
+    issue();
+  else
+    ring_.note_staged(&issuer_);
   return append_ack{base, last, false};
 }
 
@@ -614,7 +623,12 @@ bool log::sync_due(const chain& c) const {
   return false;
 }
 
-void log::issue() {
+void log::issue_thunk(io_ring::issuer* self) {
+  // The ring submits once after letting every staged log issue.
+  static_cast<issuer_t*>(self)->owner->issue(false);
+}
+
+void log::issue(bool submit) {
   if (failure_) return;
   unsigned in_flight = 0;
   bool issued_any = false;
@@ -636,7 +650,7 @@ void log::issue() {
     if (sync) break;
     ++in_flight;
   }
-  if (issued_any) ring_.submit();
+  if (issued_any && submit) ring_.submit_queued();
 }
 
 void log::issue_chain(chain& c) {
@@ -734,8 +748,10 @@ void log::on_chain_done(chain*) {
       for (auto& w : c->flush_waiters)
         w(failure_.value());
     }
-  } else {
-    issue();
+  } else if (!chains_.empty() && chains_.back()->st == chain::state::building) {
+    // What gathered meanwhile leaves at the ring's next hand-off, with whatever the other
+    // completions of this round stage.
+    ring_.note_staged(&issuer_);
   }
   if (progressed && on_progress_) on_progress_();
 }

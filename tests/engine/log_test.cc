@@ -629,6 +629,75 @@ TEST_F(LogTest, CallbacksFireOnceEachInAppendOrder) {
   }
 }
 
+// Appends only stage: the ring issues them at its next submit, poll or wait, as one write.
+TEST_F(LogTest, AppendsStageUntilTheRingHandsWorkToTheKernel) {
+  log_config c = small_config();
+  c.flush = flush_policy::none();
+  c.segment_bytes = 1 << 20;
+  auto l = open_log(c);
+  int listened = 0;
+  ring_->set_staged_listener([&] { ++listened; });
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(l->append(spec_of("abcdef")).ok());
+  EXPECT_EQ(listened, 1);  // once per turn, when the first log lists itself
+  EXPECT_EQ(l->written_offset(), offset::none());
+  EXPECT_EQ(l->staged_bytes(), 10 * (batch_header_size + 6));
+  EXPECT_GT(ring_->in_flight(), 0u);  // staged work counts: wait() makes progress
+  ring_->submit();
+  EXPECT_EQ(l->staged_bytes(), 0u);  // one chain, issued
+  drain(*ring_);
+  EXPECT_EQ(l->written_offset().value(), 9);
+  ASSERT_TRUE(l->append(spec_of("x")).ok());
+  EXPECT_EQ(listened, 2);
+  drain(*ring_);
+  EXPECT_EQ(l->written_offset().value(), 10);
+  ring_->set_staged_listener({});
+}
+
+TEST_F(LogTest, AChainPastTheIssueThresholdLeavesAtOnce) {
+  log_config c = small_config();
+  c.flush = flush_policy::none();
+  c.segment_bytes = 8 << 20;
+  c.issue_staged_bytes = 64 << 10;
+  auto l = open_log(c);
+  const std::string p(16 << 10, 'p');
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(l->append(spec_of(p)).ok());
+  EXPECT_GT(l->staged_bytes(), 0u);
+  ASSERT_TRUE(l->append(spec_of(p)).ok());  // the chain passes 64 KiB: issued without a submit
+  EXPECT_EQ(l->staged_bytes(), 0u);
+  drain(*ring_);
+  EXPECT_EQ(l->written_offset().value(), 3);
+  c.issue_staged_bytes = c.staged_bytes_max + 1;
+  EXPECT_FALSE(c.validate().empty());
+}
+
+// A durable append completes through the ring's wait alone (the wait issues it), many appends
+// of one turn share one fdatasync, and a log that goes away while staged leaves the ring clean.
+TEST_F(LogTest, StagedDurableAppendsShareASyncAndSurviveTheLogGoing) {
+  auto l = open_log(small_config());
+  int acked = 0, durable = 0, chains_done = 0;
+  l->set_progress_listener([&] { ++chains_done; });
+  for (int i = 0; i < 8; ++i)
+    ASSERT_TRUE(l->append(spec_of("d"), [&](const result<append_ack>& a) {
+                   ASSERT_TRUE(a.ok());
+                   ++acked;
+                   durable += a->durable;
+                 }).ok());
+  while (acked < 8) {
+    ASSERT_GT(ring_->in_flight(), 0u);
+    ring_->wait();
+  }
+  EXPECT_EQ(durable, 8);
+  EXPECT_EQ(chains_done, 1);  // one write and one fdatasync for the eight
+  EXPECT_EQ(l->durable_offset().value(), 7);
+  ASSERT_TRUE(l->append(spec_of("e")).ok());
+  l.reset();  // staged, never submitted: the log issues and waits for it as it goes
+  EXPECT_EQ(ring_->in_flight(), 0u);
+  l = open_log(small_config());
+  EXPECT_EQ(l->next_offset().value(), 9);
+}
+
 TEST_F(LogTest, ErrorsOfTheApi) {
   auto l = open_log(small_config());
   append_n(*l, 3, 10, 5);

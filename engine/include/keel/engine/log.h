@@ -19,11 +19,14 @@
 // durable <= written <= appended.
 //
 // Writes. append() copies the batch into the staged buffer of the active segment and returns its
-// offsets at once. Staged bytes go to the kernel as one write chain through the thread's io_ring:
-// [fallocate ahead] -> write -> [fdatasync], linked. While a syncing chain is in flight, new
-// appends gather in the next chain (group commit); unsynced chains may overlap up to
-// write_chains_in_flight_max. Completions run in order and fire each append's callback with
-// its offsets and whether they are durable. No system call on this path blocks for the disk.
+// offsets at once; it issues nothing (unless the buffer reached issue_staged_bytes) but lists
+// the log with its io_ring, which lets the log issue when the thread next submits, polls or
+// waits: the appends of one event-loop turn leave as one write. Staged bytes go to the kernel as
+// one write chain through the thread's io_ring: [fallocate ahead] -> write -> [fdatasync],
+// linked. While a syncing chain is in flight, new appends gather in the next chain (group
+// commit); unsynced chains may overlap up to write_chains_in_flight_max. Completions run in
+// order and fire each append's callback with its offsets and whether they are durable. No
+// system call on this path blocks for the disk.
 //
 // Reads. read() returns views of whole batches straight from the segment maps, from the batch
 // that contains the requested offset, never past the written end nor past the caller's bound.
@@ -161,7 +164,9 @@ class log {
   status recover();
   status roll(uint64_t reserve_bytes);
   bool sync_due(const chain& c) const;
-  void issue();
+  // Queues the chains that may go now; submits them unless the ring will (submit = false).
+  void issue(bool submit = true);
+  static void issue_thunk(io_ring::issuer* self);
   void issue_chain(chain& c);
   void on_chain_done(chain* c);
   std::unique_ptr<chain> new_chain();
@@ -179,6 +184,10 @@ class log {
   std::string dir_;
   log_config config_;
   io_ring& ring_;
+  struct issuer_t : io_ring::issuer {
+    log* owner = nullptr;
+  };
+  issuer_t issuer_;  // listed with ring_ while a building chain waits to be issued
   segment_cache* cache_;
   std::deque<std::shared_ptr<segment>> segments_;      // by base; the last is active
   std::deque<std::unique_ptr<chain>> chains_;          // in append order; the last may be building
