@@ -14,12 +14,6 @@ template <class T>
 void put(std::byte* p, T v) {
   std::memcpy(p, &v, sizeof(T));  // x86-64 and aarch64 Linux are little-endian
 }
-template <class T>
-T get(const std::byte* p) {
-  T v;
-  std::memcpy(&v, p, sizeof(T));
-  return v;
-}
 
 constexpr size_t checksum_position = 48;
 
@@ -54,27 +48,6 @@ batch_header encode_batch_header(std::span<std::byte, batch_header_size> out, ui
   const uint64_t sum = batch_checksum(out.first(checksum_position), payload);
   put<uint64_t>(p + 48, sum);
   return batch_header{type, static_cast<uint32_t>(payload.size()), base, last, term, max_ts, sum};
-}
-
-header_check decode_batch_header(std::span<const std::byte> bytes, batch_header& out) {
-  if (bytes.size() < batch_header_size) return header_check::bad_fields;
-  const std::byte* p = bytes.data();
-  const auto magic = get<uint32_t>(p);
-  if (magic == 0) return header_check::zero;
-  if (magic != batch_magic) return header_check::bad_magic;
-  if (get<uint8_t>(p + 4) != batch_version) return header_check::bad_fields;
-  out.type = get<uint8_t>(p + 5);
-  out.payload_length = get<uint32_t>(p + 8);
-  out.base_offset = offset(get<int64_t>(p + 16));
-  out.last_offset = offset(get<int64_t>(p + 24));
-  out.term = term_id(get<int64_t>(p + 32));
-  out.max_timestamp = timestamp_ms(get<int64_t>(p + 40));
-  out.checksum = get<uint64_t>(p + 48);
-  if (out.payload_length > batch_payload_max_bytes || out.base_offset.value() < 0 ||
-      out.last_offset < out.base_offset || out.term.value() < 0) {
-    return header_check::bad_fields;
-  }
-  return header_check::ok;
 }
 
 bool verify_batch(std::span<const std::byte> stored, const batch_header& header) {

@@ -36,6 +36,8 @@ io_ring::io_ring(std::unique_ptr<::io_uring> ring, int event_fd)
 io_ring::~io_ring() {
   // Operations point into their owners' memory: none may complete after the ring is gone.
   drain();
+  KEEL_ASSERT(staged_head_ == nullptr && issuing_head_ == nullptr,
+              "every issuer is forgotten before its ring goes");
   io_uring_queue_exit(ring_.get());
   ::close(event_fd_);
 }
@@ -46,7 +48,7 @@ io_uring_sqe* io_ring::next_sqe(operation* op) {
   while (sqe == nullptr) {
     // The submission queue is full: hand it to the kernel to make room. A link chain is never
     // split here because chains are far shorter than the queue and are prepared back to back.
-    submit();
+    submit_queued();
     sqe = io_uring_get_sqe(ring_.get());
   }
   io_uring_sqe_set_data(sqe, op);
@@ -88,7 +90,65 @@ void io_ring::prep_fallocate(operation* op, int fd, int mode, uint64_t file_offs
   if (link) sqe->flags |= IOSQE_IO_LINK;
 }
 
+void io_ring::note_staged(issuer* i) {
+  KEEL_ASSERT(i != nullptr && i->issue != nullptr, "an issuer needs its issue function");
+  if (i->listed_) return;
+  i->listed_ = true;
+  i->next_ = nullptr;
+  i->prev_ = staged_tail_;
+  if (staged_tail_)
+    staged_tail_->next_ = i;
+  else
+    staged_head_ = i;
+  staged_tail_ = i;
+  ++staged_count_;
+  if (staged_count_ == 1 && staged_listener_) staged_listener_();
+}
+
+void io_ring::forget(issuer* i) {
+  if (!i->listed_) return;
+  if (i->prev_) {
+    i->prev_->next_ = i->next_;
+  } else if (staged_head_ == i) {
+    staged_head_ = i->next_;
+  } else {
+    KEEL_ASSERT(issuing_head_ == i, "a listed issuer is in one of the two lists");
+    issuing_head_ = i->next_;
+  }
+  if (i->next_) {
+    i->next_->prev_ = i->prev_;
+  } else if (staged_tail_ == i) {
+    staged_tail_ = i->prev_;
+  }
+  i->prev_ = i->next_ = nullptr;
+  i->listed_ = false;
+  --staged_count_;
+}
+
+void io_ring::issue_staged() {
+  // Issuing can re-enter the ring (a full submission queue is submitted, and a busy completion
+  // queue reaped, whose handlers may stage more): one round at a time; the outer caller's next
+  // round takes what was listed meanwhile.
+  if (issuing_) return;
+  issuing_ = true;
+  while (staged_head_ != nullptr) {
+    issuing_head_ = staged_head_;
+    staged_head_ = staged_tail_ = nullptr;
+    while (issuing_head_ != nullptr) {
+      issuer* i = issuing_head_;
+      forget(i);
+      i->issue(i);
+    }
+  }
+  issuing_ = false;
+}
+
 void io_ring::submit() {
+  issue_staged();
+  submit_queued();
+}
+
+void io_ring::submit_queued() {
   if (queued_ == 0) return;
   int rc;
   do {
@@ -121,12 +181,16 @@ size_t io_ring::reap() {
 size_t io_ring::poll() {
   submit();
   const size_t done = reap();
-  submit();  // handlers may have queued follow-up operations
+  submit();  // handlers may have staged or queued follow-up work
   return done;
 }
 
 size_t io_ring::wait() {
   submit();
+  // Completions reaped while submitting (a busy completion queue) may have staged more: issue it
+  // before blocking. Each round issues what it takes, so this ends.
+  while (staged_head_ != nullptr && !issuing_)
+    submit();
   if (in_flight_ == 0) return 0;
   io_uring_cqe* cqe = nullptr;
   int rc;
@@ -138,7 +202,7 @@ size_t io_ring::wait() {
 }
 
 void io_ring::drain() {
-  while (in_flight_ > 0)
+  while (in_flight() > 0)
     wait();
 }
 

@@ -141,6 +141,8 @@ std::string log_config::validate() const {
     return "flush every T ms needs T > 0";
   if (write_chains_in_flight_max == 0) return "write_chains_in_flight_max must be positive";
   if (staged_bytes_max < (1u << 20)) return "staged_bytes_max must be at least 1 MiB";
+  if (issue_staged_bytes == 0 || issue_staged_bytes > staged_bytes_max)
+    return "issue_staged_bytes must lie in [1, staged_bytes_max]";
   return {};
 }
 
@@ -230,11 +232,14 @@ struct log::chain {
 log::log(std::string dir, log_config config, io_ring& ring, segment_cache* cache)
     : dir_(std::move(dir)), config_(std::move(config)), ring_(ring), cache_(cache) {
   if (!config_.now_ms) config_.now_ms = &system_now_ms;
+  issuer_.issue = &log::issue_thunk;
+  issuer_.owner = this;
 }
 
 log::~log() {
   // Chains in flight point into this log: let the ring finish them first.
   wait_idle();
+  ring_.forget(&issuer_);
   if (cache_) {
     for (auto& s : segments_)
       cache_->forget(s.get());
@@ -513,7 +518,8 @@ result<append_ack> log::append(const batch_spec& batch, append_callback done) {
                                                   " does not follow the log's end " +
                                                   std::to_string(next_offset_.value()));
   const uint64_t stored = batch_header_size + batch.payload.size();
-  if (staged_bytes() + stored > config_.staged_bytes_max && staged_bytes() > 0)
+  if (const uint64_t staged = staged_bytes();
+      staged + stored > config_.staged_bytes_max && staged > 0)
     return make_error(errc::busy, "log " + dir_ + " has its staged bytes at their bound");
 
   const std::shared_ptr<segment>* active = &segments_.back();
@@ -560,7 +566,10 @@ result<append_ack> log::append(const batch_spec& batch, append_callback done) {
   if (done) c.acks.push_back({base, last, std::move(done)});
   next_offset_ = last.next();
   last_term_ = batch.term;
-  issue();
+  if (c.buffer.size() >= config_.issue_staged_bytes)
+    issue();
+  else
+    ring_.note_staged(&issuer_);
   return append_ack{base, last, false};
 }
 
@@ -614,7 +623,12 @@ bool log::sync_due(const chain& c) const {
   return false;
 }
 
-void log::issue() {
+void log::issue_thunk(io_ring::issuer* self) {
+  // The ring submits once after letting every staged log issue.
+  static_cast<issuer_t*>(self)->owner->issue(false);
+}
+
+void log::issue(bool submit) {
   if (failure_) return;
   unsigned in_flight = 0;
   bool issued_any = false;
@@ -636,7 +650,7 @@ void log::issue() {
     if (sync) break;
     ++in_flight;
   }
-  if (issued_any) ring_.submit();
+  if (issued_any && submit) ring_.submit_queued();
 }
 
 void log::issue_chain(chain& c) {
@@ -734,8 +748,10 @@ void log::on_chain_done(chain*) {
       for (auto& w : c->flush_waiters)
         w(failure_.value());
     }
-  } else {
-    issue();
+  } else if (!chains_.empty() && chains_.back()->st == chain::state::building) {
+    // What gathered meanwhile leaves at the ring's next hand-off, with whatever the other
+    // completions of this round stage.
+    ring_.note_staged(&issuer_);
   }
   if (progressed && on_progress_) on_progress_();
 }
@@ -824,32 +840,83 @@ result<read_result> log::read(offset from, uint64_t max_bytes, offset upper_boun
                                              " (a gap before the next segment)");
       position = **p;
     }
-    while (position < seg.written_size()) {
-      // Damage after the first batch ends this read with what came before it; the next read,
-      // starting at the damage, reports it.
-      auto h = seg.header_at(position);
-      if (!h) {
-        if (!out.batches.empty()) return out;
-        return std::move(h).err();
+    // The loop runs once per returned batch and is the read path's whole cost, so it decodes
+    // each header straight into its view (no result per batch, as segment::header_at builds,
+    // and no copy of the header) and keeps its counters in locals.
+    const std::byte* const data = seg.map()->data();
+    const uint64_t end = seg.written_size();
+    KEEL_ASSERT(end <= seg.map()->size(), "the written part of a segment lies inside its map");
+    std::vector<batch_view>& views = out.batches;
+    if (views.empty() && end - position >= batch_header_size) {
+      // Room for as many batches of the first one's size as the read may return, within
+      // reason: one allocation for the usual read of similar batches.
+      const uint64_t first_size =
+          batch_header_size +
+          std::min<uint64_t>(detail::load_le<uint32_t>(data + position + 8), end - position);
+      const uint64_t room = std::min<uint64_t>(max_bytes, end - position);
+      views.reserve(static_cast<size_t>(std::min<uint64_t>(room / first_size + 1, 4096)));
+    }
+    const size_t views_before = views.size();
+    uint64_t bytes = out.bytes;
+    offset next = out.next_offset;
+    bool stop = false;
+    while (position < end) {
+      // Each header's position comes from the one before: without fetching ahead, the walk
+      // waits on memory once per batch. (A prefetch never faults, past the map's end included;
+      // the address is formed as an integer so no pointer leaves its object.)
+      __builtin_prefetch(
+          reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(data) + position + 8192));
+      batch_view& v = views.emplace_back();
+      batch_header& h = v.header;
+      const bool first_view = views.size() == 1;
+      if (end - position < batch_header_size ||
+          decode_batch_header({data + position, batch_header_size}, h) != header_check::ok ||
+          h.stored_size() > end - position) {
+        views.pop_back();
+        // Damage after the first batch ends this read with what came before it; the next read,
+        // starting at the damage, reports it.
+        if (!views.empty()) {
+          stop = true;
+          break;
+        }
+        auto e = seg.header_at(position);
+        KEEL_ASSERT(!e, "header_at refuses what the read loop refused");
+        return std::move(e).err();
       }
-      if (!out.batches.empty() && h->base_offset != out.next_offset) return out;  // a gap
-      // Verified before its fields are used: a damaged last offset must not pass for a batch
-      // beyond the bound (a reader would wait at it forever instead of seeing the damage).
-      auto bytes = seg.map()->bytes(position, h->stored_size());
-      if (options.verify_checksums && !verify_batch(bytes, *h)) {
-        if (!out.batches.empty()) return out;
+      v.stored = {data + position, h.stored_size()};
+      // A gap, the bound or max_bytes ends the read before this batch. The checksum is verified
+      // before the last offset is used: a damaged one must not pass for a batch beyond the
+      // bound (a reader would wait at it forever instead of seeing the damage).
+      if (!first_view && h.base_offset != next) {
+        views.pop_back();
+        stop = true;
+        break;
+      }
+      if (options.verify_checksums && !verify_batch(v.stored, h)) {
+        const offset damaged = h.base_offset;
+        views.pop_back();
+        if (!views.empty()) {
+          stop = true;
+          break;
+        }
         return make_error(errc::corrupt, seg.path(".log") +
                                              ": checksum mismatch in the batch at position " +
                                              std::to_string(position) + " (offset " +
-                                             std::to_string(h->base_offset.value()) + ")");
+                                             std::to_string(damaged.value()) + ")");
       }
-      if (h->last_offset > bound) return out;
-      if (!out.batches.empty() && out.bytes + h->stored_size() > max_bytes) return out;
-      out.batches.push_back(batch_view{*h, bytes, seg.map()});
-      out.bytes += h->stored_size();
-      out.next_offset = h->last_offset.next();
-      position += h->stored_size();
+      if (h.last_offset > bound || (!first_view && bytes + h.stored_size() > max_bytes)) {
+        views.pop_back();
+        stop = true;
+        break;
+      }
+      bytes += h.stored_size();
+      next = h.last_offset.next();
+      position += h.stored_size();
     }
+    if (views.size() > views_before) out.keep_alive.push_back(seg.map());
+    out.bytes = bytes;
+    out.next_offset = next;
+    if (stop) break;
   }
   return out;
 }
@@ -901,6 +968,10 @@ status log::truncate_suffix(offset from) {
   if (failure_)
     return make_error(errc::log_failed, "log " + dir_ + " failed: " + failure_->describe());
   if (from == next_offset_) return ok_status();
+  // Everything goes: the log restarts empty at its start. Batches below the start that share
+  // the kept segment would otherwise stay on disk with their terms, and recovery refuses a
+  // term that goes backwards after them.
+  if (from == log_start_) return reset_to(from);
 
   auto it =
       std::upper_bound(segments_.begin(), segments_.end(), from,
@@ -975,20 +1046,7 @@ status log::truncate_prefix(offset new_start) {
     // A reset past the end (a follower behind a leader's retention): the log empties and
     // continues from new_start.
     wait_idle();
-    if (auto s = persist_log_start(new_start); !s) return s;
-    while (!segments_.empty()) {
-      if (cache_) cache_->forget(segments_.back().get());
-      if (auto s = segments_.back()->remove_files(); !s) return s;
-      segments_.pop_back();
-    }
-    auto seg = segment::create(dir_, new_start, config_, config_.segment_bytes);
-    if (!seg) return std::move(seg).err();
-    segments_.push_back(std::move(seg).value());
-    if (auto s = sync_directory(); !s) return s;
-    log_start_ = next_offset_ = new_start;
-    written_ = durable_ = new_start.prev();
-    check_offsets();
-    return ok_status();
+    return reset_to(new_start);
   }
   // The start never moves back. Segments wholly below it go even when it does not move: a
   // start set while its segment was the active one leaves that segment behind once it rolls.
@@ -1014,6 +1072,36 @@ status log::truncate_prefix(offset new_start) {
     removed = true;
   }
   if (removed) return sync_directory();
+  return ok_status();
+}
+
+status log::reset_to(offset start) {
+  KEEL_ASSERT(chains_.empty(), "a reset waits for the log's writes first");
+  // The start is persisted first: a crash part-way leaves segments that open() deletes (or, for
+  // a start equal to the old one, a suffix that was being removed).
+  if (auto s = persist_log_start(start); !s) return s;
+  // From the newest back, so a crash part-way never leaves a gap after the start.
+  while (!segments_.empty()) {
+    if (cache_) cache_->forget(segments_.back().get());
+    if (auto s = segments_.back()->remove_files(); !s) {
+      fail(s.err());
+      return s;
+    }
+    segments_.pop_back();
+  }
+  auto seg = segment::create(dir_, start, config_, config_.segment_bytes);
+  if (!seg) {
+    fail(seg.err());
+    return std::move(seg).err();
+  }
+  segments_.push_back(std::move(seg).value());
+  if (auto s = sync_directory(); !s) return s;
+  log_start_ = next_offset_ = start;
+  written_ = durable_ = start.prev();
+  // The log holds no batch: the term before its start is the Raft layer's to remember.
+  last_term_ = term_id(0);
+  bytes_since_sync_ = 0;
+  check_offsets();
   return ok_status();
 }
 

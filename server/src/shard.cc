@@ -23,7 +23,16 @@ shard::shard(unsigned id, std::chrono::milliseconds tick_interval, unsigned ring
       tick_interval_(tick_interval),
       ring_(make_ring(ring_entries)),
       completions_(io_, ::dup(ring_->event_fd())),
-      tick_timer_(io_) {}
+      tick_timer_(io_) {
+  // Appends only stage their bytes (engine/log.h): once a turn of the loop has staged some, hand
+  // them to the kernel at the end of the turn, after the handlers already queued, so every
+  // append of the turn leaves in one write.
+  ring_->set_staged_listener([this] {
+    asio::post(io_, [this] {
+      if (!stopping_) ring_->submit();
+    });
+  });
+}
 
 shard::~shard() {
   stop();

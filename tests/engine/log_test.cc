@@ -328,6 +328,46 @@ TEST_F(LogTest, TruncatePrefixBeyondTheEndResets) {
   expect_contents(*l, 1000, 1001, kPayload);
 }
 
+// A truncation that leaves no batch forgets the removed batches' term: a Raft follower may
+// then append a lower term (the term before the start is Raft's to remember, not the log's).
+TEST_F(LogTest, ALogEmptiedByATruncationTakesALowerTerm) {
+  auto l = open_log(small_config());
+  append_n(*l, 5, 100, 7);
+  // Everything, from offset 0.
+  ASSERT_TRUE(l->truncate_suffix(offset(0)).ok());
+  EXPECT_EQ(l->last_term().value(), 0);
+  append_n(*l, 5, 100, 3);
+  EXPECT_EQ(l->last_term().value(), 3);
+
+  // Everything from a start inside the active segment: the batches below the start, which
+  // share its segment, go too, so recovery never meets a term that goes backwards.
+  ASSERT_TRUE(l->truncate_prefix(offset(2)).ok());
+  ASSERT_TRUE(l->truncate_suffix(offset(2)).ok());
+  EXPECT_EQ(l->last_term().value(), 0);
+  EXPECT_EQ(l->log_start().value(), 2);
+  EXPECT_EQ(l->next_offset().value(), 2);
+  EXPECT_EQ(l->durable_offset().value(), 1);
+  EXPECT_EQ(segment_bases_on_disk(dir()), (std::vector<int64_t>{2}));
+  append_n(*l, 3, 100, 1);
+  l.reset();  // unclean: recovery scans the batches of term 1
+  l = open_log(small_config());
+  EXPECT_EQ(l->last_term().value(), 1);
+  expect_contents(*l, 2, 5, 100);
+
+  // A reset past the end.
+  append_n(*l, 2, 100, 9);
+  ASSERT_TRUE(l->truncate_prefix(offset(500)).ok());
+  EXPECT_EQ(l->last_term().value(), 0);
+  append_n(*l, 1, 100, 2);
+  EXPECT_EQ(l->last_term().value(), 2);
+  ASSERT_TRUE(l->close().ok());
+  l = open_log(small_config());
+  EXPECT_EQ(l->last_term().value(), 2);
+  expect_contents(*l, 500, 501, 100);
+  // A lower term than the last batch's is still refused.
+  EXPECT_EQ(l->append(spec_of("x", 1)).err().code, errc::invalid_argument);
+}
+
 TEST_F(LogTest, RetentionByBytesKeepsTheNewestSegments) {
   log_config c = small_config();
   c.retention_bytes = 2 * kPerSegment * (kPayload + 56);
@@ -587,6 +627,75 @@ TEST_F(LogTest, CallbacksFireOnceEachInAppendOrder) {
     EXPECT_EQ(l->written_offset().value(), first + 299);
     ASSERT_TRUE(l->close().ok());
   }
+}
+
+// Appends only stage: the ring issues them at its next submit, poll or wait, as one write.
+TEST_F(LogTest, AppendsStageUntilTheRingHandsWorkToTheKernel) {
+  log_config c = small_config();
+  c.flush = flush_policy::none();
+  c.segment_bytes = 1 << 20;
+  auto l = open_log(c);
+  int listened = 0;
+  ring_->set_staged_listener([&] { ++listened; });
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(l->append(spec_of("abcdef")).ok());
+  EXPECT_EQ(listened, 1);  // once per turn, when the first log lists itself
+  EXPECT_EQ(l->written_offset(), offset::none());
+  EXPECT_EQ(l->staged_bytes(), 10 * (batch_header_size + 6));
+  EXPECT_GT(ring_->in_flight(), 0u);  // staged work counts: wait() makes progress
+  ring_->submit();
+  EXPECT_EQ(l->staged_bytes(), 0u);  // one chain, issued
+  drain(*ring_);
+  EXPECT_EQ(l->written_offset().value(), 9);
+  ASSERT_TRUE(l->append(spec_of("x")).ok());
+  EXPECT_EQ(listened, 2);
+  drain(*ring_);
+  EXPECT_EQ(l->written_offset().value(), 10);
+  ring_->set_staged_listener({});
+}
+
+TEST_F(LogTest, AChainPastTheIssueThresholdLeavesAtOnce) {
+  log_config c = small_config();
+  c.flush = flush_policy::none();
+  c.segment_bytes = 8 << 20;
+  c.issue_staged_bytes = 64 << 10;
+  auto l = open_log(c);
+  const std::string p(16 << 10, 'p');
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(l->append(spec_of(p)).ok());
+  EXPECT_GT(l->staged_bytes(), 0u);
+  ASSERT_TRUE(l->append(spec_of(p)).ok());  // the chain passes 64 KiB: issued without a submit
+  EXPECT_EQ(l->staged_bytes(), 0u);
+  drain(*ring_);
+  EXPECT_EQ(l->written_offset().value(), 3);
+  c.issue_staged_bytes = c.staged_bytes_max + 1;
+  EXPECT_FALSE(c.validate().empty());
+}
+
+// A durable append completes through the ring's wait alone (the wait issues it), many appends
+// of one turn share one fdatasync, and a log that goes away while staged leaves the ring clean.
+TEST_F(LogTest, StagedDurableAppendsShareASyncAndSurviveTheLogGoing) {
+  auto l = open_log(small_config());
+  int acked = 0, durable = 0, chains_done = 0;
+  l->set_progress_listener([&] { ++chains_done; });
+  for (int i = 0; i < 8; ++i)
+    ASSERT_TRUE(l->append(spec_of("d"), [&](const result<append_ack>& a) {
+                   ASSERT_TRUE(a.ok());
+                   ++acked;
+                   durable += a->durable;
+                 }).ok());
+  while (acked < 8) {
+    ASSERT_GT(ring_->in_flight(), 0u);
+    ring_->wait();
+  }
+  EXPECT_EQ(durable, 8);
+  EXPECT_EQ(chains_done, 1);  // one write and one fdatasync for the eight
+  EXPECT_EQ(l->durable_offset().value(), 7);
+  ASSERT_TRUE(l->append(spec_of("e")).ok());
+  l.reset();  // staged, never submitted: the log issues and waits for it as it goes
+  EXPECT_EQ(ring_->in_flight(), 0u);
+  l = open_log(small_config());
+  EXPECT_EQ(l->next_offset().value(), 9);
 }
 
 TEST_F(LogTest, ErrorsOfTheApi) {

@@ -259,7 +259,8 @@ class model_run {
     m_.batches.resize(i);
     m_.next = from;
     last_acked_ = from - 1;  // offsets from `from` on are handed out again
-    if (!m_.batches.empty()) m_.last_term = m_.batches.back().term;
+    // A log with no batch left has no last term: a lower term may follow.
+    m_.last_term = m_.batches.empty() ? 0 : m_.batches.back().term;
     ASSERT_EQ(log_->durable_offset().value(), from - 1);
     ASSERT_EQ(log_->last_term().value(), m_.last_term);
   }
@@ -274,6 +275,8 @@ class model_run {
       last_acked_ = to - 1;
       m_.batches.clear();
       m_.start = m_.next = to;
+      m_.last_term = 0;
+      ASSERT_EQ(log_->last_term().value(), 0);
     } else if (to > m_.start) {
       m_.start = to;
       m_.drop_below(to);

@@ -23,6 +23,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 
 #include "keel/engine/assert.h"
@@ -60,8 +61,39 @@ enum class header_check {
   bad_fields,  // version, lengths or offsets out of their ranges
 };
 
-// Decodes the fixed fields of a header without verifying the checksum.
-header_check decode_batch_header(std::span<const std::byte> bytes, batch_header& out);
+namespace detail {
+template <class T>
+T load_le(const std::byte* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));  // x86-64 and aarch64 Linux are little-endian
+  return v;
+}
+}  // namespace detail
+
+// Decodes the fixed fields of a header without verifying the checksum; `out` is meaningful only
+// when the answer is ok. Inline, and every field is loaded before any is checked (so a caller's
+// header needs no initialization): readers decode one header per batch they return.
+inline header_check decode_batch_header(std::span<const std::byte> bytes, batch_header& out) {
+  using detail::load_le;
+  if (bytes.size() < batch_header_size) return header_check::bad_fields;
+  const std::byte* p = bytes.data();
+  const auto magic = load_le<uint32_t>(p);
+  const auto version = load_le<uint8_t>(p + 4);
+  out.type = load_le<uint8_t>(p + 5);
+  out.payload_length = load_le<uint32_t>(p + 8);
+  out.base_offset = offset(load_le<int64_t>(p + 16));
+  out.last_offset = offset(load_le<int64_t>(p + 24));
+  out.term = term_id(load_le<int64_t>(p + 32));
+  out.max_timestamp = timestamp_ms(load_le<int64_t>(p + 40));
+  out.checksum = load_le<uint64_t>(p + 48);
+  if (magic == 0) return header_check::zero;
+  if (magic != batch_magic) return header_check::bad_magic;
+  if (version != batch_version || out.payload_length > batch_payload_max_bytes ||
+      out.base_offset.value() < 0 || out.last_offset < out.base_offset || out.term.value() < 0) {
+    return header_check::bad_fields;
+  }
+  return header_check::ok;
+}
 
 // XXH3-64 over the header's first 48 bytes and the payload.
 uint64_t batch_checksum(std::span<const std::byte> header48, std::span<const std::byte> payload);

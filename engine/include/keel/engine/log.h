@@ -19,15 +19,19 @@
 // durable <= written <= appended.
 //
 // Writes. append() copies the batch into the staged buffer of the active segment and returns its
-// offsets at once. Staged bytes go to the kernel as one write chain through the thread's io_ring:
-// [fallocate ahead] -> write -> [fdatasync], linked. While a syncing chain is in flight, new
-// appends gather in the next chain (group commit); unsynced chains may overlap up to
-// write_chains_in_flight_max. Completions run in order and fire each append's callback with
-// its offsets and whether they are durable. No system call on this path blocks for the disk.
+// offsets at once; it issues nothing (unless the buffer reached issue_staged_bytes) but lists
+// the log with its io_ring, which lets the log issue when the thread next submits, polls or
+// waits: the appends of one event-loop turn leave as one write. Staged bytes go to the kernel as
+// one write chain through the thread's io_ring: [fallocate ahead] -> write -> [fdatasync],
+// linked. While a syncing chain is in flight, new appends gather in the next chain (group
+// commit); unsynced chains may overlap up to write_chains_in_flight_max. Completions run in
+// order and fire each append's callback with its offsets and whether they are durable. No
+// system call on this path blocks for the disk.
 //
 // Reads. read() returns views of whole batches straight from the segment maps, from the batch
 // that contains the requested offset, never past the written end nor past the caller's bound.
-// A view keeps its segment's map alive across a roll, a truncation or a deletion.
+// The read_result keeps the segments' maps alive across a roll, a truncation or a deletion;
+// its views are valid while it lives.
 //
 // Threading: a log and its io_ring belong to one thread. Nothing here is synchronized.
 #pragma once
@@ -71,11 +75,13 @@ struct append_ack {
 // covers them), or with the error that failed the log.
 using append_callback = std::function<void(const result<append_ack>&)>;
 
-// A stored batch inside a segment map: header fields plus its bytes, valid while held.
+// A stored batch inside a segment map: header fields plus its bytes. Valid while the
+// read_result that returned it lives (the result holds the maps, once per segment, not each
+// view): a view copied out of its result must not outlive the result. Copy the bytes out for
+// longer.
 struct batch_view {
   batch_header header;
   std::span<const std::byte> stored;  // header + payload, as on disk
-  std::shared_ptr<const file_map> keep_alive;
 
   std::span<const std::byte> payload() const { return stored.subspan(batch_header_size); }
 };
@@ -84,6 +90,9 @@ struct read_result {
   std::vector<batch_view> batches;
   uint64_t bytes = 0;  // stored bytes of all batches
   offset next_offset;  // the offset after the last batch returned (the next read's start)
+  // The maps the views point into: they stay mapped across a roll, a truncation, a deletion or
+  // the log's own end for as long as this result lives (moving it keeps the views valid).
+  std::vector<std::shared_ptr<const file_map>> keep_alive;
 };
 
 struct read_options {
@@ -117,10 +126,12 @@ class log {
   result<std::optional<offset>> offset_for_timestamp(timestamp_ms target) const;
 
   // Removes every batch from `from` on (a batch boundary in [log_start, next_offset]); durable
-  // before it returns. Waits for this log's writes in flight through the ring.
+  // before it returns. Waits for this log's writes in flight through the ring. At the log start
+  // the log empties (every segment goes) and last_term() becomes 0.
   status truncate_suffix(offset from);
   // Moves the log start to `new_start`, deleting whole segments below it, and persists it. A
-  // start beyond next_offset empties the log, which then continues from there.
+  // start beyond next_offset empties the log, which then continues from there with
+  // last_term() 0.
   status truncate_prefix(offset new_start);
   // Deletes closed segments past retention_ms (by their newest timestamp) or beyond
   // retention_bytes; returns the new log start.
@@ -134,6 +145,8 @@ class log {
   offset appended_offset() const { return next_offset_.prev(); }
   offset written_offset() const { return written_; }
   offset durable_offset() const { return durable_; }
+  // The term of the last stored batch; 0 after a truncation or reset removed every batch (the
+  // term before the log start is the Raft layer's to remember).
   term_id last_term() const { return last_term_; }
   uint64_t size_bytes() const;
   size_t segment_count() const { return segments_.size(); }
@@ -151,7 +164,9 @@ class log {
   status recover();
   status roll(uint64_t reserve_bytes);
   bool sync_due(const chain& c) const;
-  void issue();
+  // Queues the chains that may go now; submits them unless the ring will (submit = false).
+  void issue(bool submit = true);
+  static void issue_thunk(io_ring::issuer* self);
   void issue_chain(chain& c);
   void on_chain_done(chain* c);
   std::unique_ptr<chain> new_chain();
@@ -160,6 +175,8 @@ class log {
   const segment* segment_for(offset o) const;
   status ensure_mapped(const segment& s) const;
   status persist_log_start(offset start);
+  // Empties the log (every segment goes) and continues from `start`; last_term becomes 0.
+  status reset_to(offset start);
   status sync_directory();
   void check_offsets() const;
   int64_t now() const { return config_.now_ms(); }
@@ -167,6 +184,10 @@ class log {
   std::string dir_;
   log_config config_;
   io_ring& ring_;
+  struct issuer_t : io_ring::issuer {
+    log* owner = nullptr;
+  };
+  issuer_t issuer_;  // listed with ring_ while a building chain waits to be issued
   segment_cache* cache_;
   std::deque<std::shared_ptr<segment>> segments_;      // by base; the last is active
   std::deque<std::unique_ptr<chain>> chains_;          // in append order; the last may be building

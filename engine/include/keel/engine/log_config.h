@@ -37,6 +37,9 @@ struct log_config {
   int64_t retention_bytes = -1;                   // -1: no size bound
   unsigned write_chains_in_flight_max = 4;        // unsynced write groups in flight at once
   uint64_t staged_bytes_max = 64ull << 20;        // appends beyond this wait (backpressure)
+  // Appends stage their bytes until the ring's next submit, poll or wait (io_ring.h); a chain
+  // that reaches this many bytes is issued at once, so staging stays bounded between polls.
+  uint64_t issue_staged_bytes = 256u << 10;
   // Milliseconds since the epoch; injectable so tests control segment_ms, retention and flush.
   std::function<int64_t()> now_ms;
 
