@@ -683,7 +683,7 @@ void broker::handle_client(net::node_id session, uint16_t type,
                                               back(admin_type::produce_response, net::encode(r));
                                             });
           if (!b && acks != 0) {
-            static int logged = 0;
+            static std::atomic<int> logged{0};  // shards share it: a few lines, not a flood
             if (logged++ < 5) log_line("propose refused: " + b.err().describe());
             r.error =
                 b.err().code == raft::errc::busy ? admin_error::busy : admin_error::not_leader;
