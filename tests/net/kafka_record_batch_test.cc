@@ -114,7 +114,7 @@ bytes kv_rest() {
 
 // ---- CRC-32C ----------------------------------------------------------------------------------
 
-TEST(crc32c, known_vectors_on_every_path) {
+TEST(record_batch_crc32c, known_vectors_on_every_path) {
   bytes zeros(32, std::byte{0}), ones(32, std::byte{0xFF}), ascending(32);
   for (int i = 0; i < 32; ++i)
     ascending[i] = static_cast<std::byte>(i);
@@ -136,7 +136,7 @@ TEST(crc32c, known_vectors_on_every_path) {
   }
 }
 
-TEST(crc32c, seed_chains_pieces) {
+TEST(record_batch_crc32c, seed_chains_pieces) {
   const auto all = bytes_of("The quick brown fox jumps over the lazy dog");
   for (size_t cut = 0; cut <= all.size(); ++cut) {
     EXPECT_EQ(crc32c(all.subspan(cut), crc32c(all.first(cut))), crc32c(all));
@@ -145,7 +145,7 @@ TEST(crc32c, seed_chains_pieces) {
   }
 }
 
-TEST(crc32c, hardware_matches_table_at_every_length_and_alignment) {
+TEST(record_batch_crc32c, hardware_matches_table_at_every_length_and_alignment) {
   if (!detail::crc32c_hardware_available()) GTEST_SKIP() << "no SSE4.2 on this CPU";
   std::mt19937_64 rng(12345);
   bytes buf(4200);
