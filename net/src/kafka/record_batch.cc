@@ -1,5 +1,7 @@
 #include "keel/net/kafka/record_batch.h"
 
+#include "keel/net/kafka/protocol.h"
+
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -457,6 +459,35 @@ std::vector<std::byte> record_batch_builder::build() const {
   write_header(out.data(), h);
   rewrite_crc(out);
   return out;
+}
+
+bool for_each_record(std::span<const std::byte> batch,
+                     const std::function<void(const record_view&)>& on_record) {
+  auto h = parse_header(batch);
+  if (!h || h->compression() != compression_codec::none || h->size() < 0 ||
+      static_cast<size_t>(h->size()) > batch.size() ||
+      static_cast<size_t>(h->size()) < batch_header_size)
+    return false;
+  reader in(batch.subspan(batch_header_size, static_cast<size_t>(h->size()) - batch_header_size));
+  for (int32_t i = 0; i < h->records_count; ++i) {
+    const int32_t length = in.get_varint();
+    if (!in.ok() || length < 0 || static_cast<size_t>(length) > in.remaining()) return false;
+    reader r(in.get_raw(static_cast<size_t>(length)));
+    record_view v;
+    (void)r.get_int8();  // attributes: unused
+    v.timestamp = h->base_timestamp + r.get_varlong();
+    v.offset = h->base_offset + r.get_varint();
+    auto bytes = [&r]() -> std::optional<std::span<const std::byte>> {
+      const int32_t n = r.get_varint();
+      if (n < 0) return std::nullopt;
+      return r.get_raw(static_cast<size_t>(n));
+    };
+    v.key = bytes();
+    v.value = bytes();
+    if (!r.ok()) return false;
+    on_record(v);
+  }
+  return in.ok();
 }
 
 }  // namespace keel::net::kafka

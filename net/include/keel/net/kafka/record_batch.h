@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -166,5 +167,19 @@ class record_batch_builder {
   int16_t producer_epoch_ = -1;
   int32_t base_sequence_ = -1;
 };
+
+// One record of an uncompressed batch, as views into the batch.
+struct record_view {
+  int64_t offset = 0;
+  int64_t timestamp = 0;
+  std::optional<std::span<const std::byte>> key;    // nullopt = null
+  std::optional<std::span<const std::byte>> value;  // nullopt = null
+};
+
+// Calls `on_record` for each record of one uncompressed v2 batch (whose header and records were
+// checked by validate_batch or were written by us). False when the batch is compressed or does
+// not parse; records before the failure have been delivered.
+bool for_each_record(std::span<const std::byte> batch,
+                     const std::function<void(const record_view&)>& on_record);
 
 }  // namespace keel::net::kafka
