@@ -45,9 +45,10 @@ TEST(LatencyHistogram, BucketsTileTheRangeWithBoundedWidth) {
     ASSERT_EQ(h::index_of(h::lowest_of(i)), i);
     const uint64_t last = h::lowest_of(i) + (h::width_of(i) - 1);
     ASSERT_EQ(h::index_of(last), i);
-    if (i >= h::sub_buckets)
+    if (i >= h::sub_buckets) {
       ASSERT_LE(static_cast<double>(h::width_of(i)) / static_cast<double>(h::lowest_of(i)),
                 1.0 / static_cast<double>(h::sub_buckets));
+    }
     expected_low = last + 1;  // wraps to 0 after the last bucket
   }
   EXPECT_EQ(expected_low, 0u);
@@ -61,10 +62,11 @@ TEST(LatencyHistogram, RandomValuesStayWithinRelativeError) {
     x.record(v);
     x.record(v == 0 ? 0 : v - 1);  // a neighbour, so min/max clamping alone is not the answer
     const auto mid = static_cast<double>(h::middle_of(h::index_of(v)));
-    if (v >= h::sub_buckets)
+    if (v >= h::sub_buckets) {
       ASSERT_LE(std::abs(mid - static_cast<double>(v)) / static_cast<double>(v),
                 2 * h::relative_error)
           << v;
+    }
   }
 }
 

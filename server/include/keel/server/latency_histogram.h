@@ -61,6 +61,7 @@ class latency_histogram {
     // The rank of the wanted value, 1-based: at least 1, at most total.
     auto rank = static_cast<uint64_t>(percent / 100.0 * static_cast<double>(total_) + 0.5);
     rank = std::clamp<uint64_t>(rank, 1, total_);
+    if (rank == total_) return max_;  // the largest value is known exactly
     uint64_t seen = 0;
     for (size_t i = 0; i < counts_.size(); ++i) {
       seen += counts_[i];
