@@ -314,7 +314,7 @@ int cluster_up(const flags& f) {
               static_cast<int>(std::min<size_t>(3, brokers.size())));
   std::printf(
       "  echo hello | keel produce demo --partition 0\n  keel consume demo --partition 0\n");
-  std::printf("  (kcat -b %s -L, -P and -C once the Kafka front end serves)\n", bootstrap.c_str());
+  std::printf("  (or any Kafka client: kcat -b %s -L)\n", bootstrap.c_str());
   if (f.has("detach")) {
     std::printf("\ndetached; stop it with: keel cluster down --data-dir %s\n",
                 f.get("data-dir", "./data").c_str());
