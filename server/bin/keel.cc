@@ -314,7 +314,10 @@ int cluster_up(const flags& f) {
               static_cast<int>(std::min<size_t>(3, brokers.size())));
   std::printf(
       "  echo hello | keel produce demo --partition 0\n  keel consume demo --partition 0\n");
-  std::printf("  (or any Kafka client: kcat -b %s -L)\n", bootstrap.c_str());
+  std::printf("\nAny Kafka client works against the bootstrap servers, e.g. kcat:\n");
+  std::printf("  kcat -b %s -L\n", bootstrap.c_str());
+  std::printf("  seq 1 10 | kcat -b %s -P -t demo\n", bootstrap.c_str());
+  std::printf("  kcat -b %s -C -t demo -o beginning -e\n", bootstrap.c_str());
   if (f.has("detach")) {
     std::printf("\ndetached; stop it with: keel cluster down --data-dir %s\n",
                 f.get("data-dir", "./data").c_str());
