@@ -102,15 +102,16 @@ void group_coordinator::on_commit() {
     for (const auto& b : read->batches) {
       if (b.header.last_offset.value() <= applied_) continue;
       if (b.header.type == static_cast<uint8_t>(raft::batch_type::data)) {
-        const bool parsed = kafka::for_each_record(b.payload(), [&](const kafka::record_view& v) {
-          if (v.offset <= applied_) return;
+        kafka::record_reader records(b.payload(), applied_ + 1);
+        kafka::record_view v;
+        while (records.next(v)) {
           if (auto r = decode_group_record(v.key, v.value))
             apply(*r, v.offset);
           else
             log_line("skipped a record at offset " + std::to_string(v.offset) +
                      " that is not a group record");
-        });
-        if (!parsed)
+        }
+        if (!records.ok())
           log_line("skipped a batch at offset " + std::to_string(b.header.base_offset.value()) +
                    " that does not parse");
       }
