@@ -37,7 +37,7 @@ def admin():
 def _():
     a = admin()
     try:
-        version = a._client.config["api_version"] if pinned else a._client.check_version()
+        version = a.config["api_version"]
     finally:
         a.close()
     suite.note(f"kafka-python sees broker version {version}"
