@@ -6,8 +6,10 @@
 #include <future>
 #include <stdexcept>
 
+#include "keel/net/kafka/record_batch.h"
 #include "keel/net/wire.h"
 #include "keel/raft/codec.h"
+#include "keel/server/kafka_frontend.h"
 
 namespace keel::server {
 namespace {
@@ -23,6 +25,7 @@ constexpr uint16_t leader_report_frame = 20;
 constexpr uint8_t kind_command = 1;
 constexpr uint8_t kind_create_topic = 2;
 constexpr uint8_t kind_delete_topic = 3;
+constexpr uint8_t kind_create_partitions = 4;
 
 constexpr int leader_report_ticks = 20;
 constexpr int balance_ticks = 200;
@@ -165,6 +168,14 @@ void broker::start_on_shard0() {
   controller_ = std::move(c).value();
   controller_->on_change([this] { reconcile(); });
   reconcile();
+  kafka_ = std::make_unique<kafka_frontend>(*this);
+  try {
+    kafka_->listen();
+  } catch (const std::exception& e) {
+    throw std::runtime_error("kafka-listen: cannot listen on " + config_.kafka_listen.to_string() +
+                             ": " + e.what());
+  }
+  kafka_port_ = kafka_->port();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -265,8 +276,20 @@ void broker::ask_controller(uint8_t kind, std::vector<std::byte> body,
         const std::string name = r.get_string(249);
         const int32_t partitions = r.get<int32_t>();
         const int16_t rf = r.get<int16_t>();
+        std::map<std::string, std::string> configs;
+        const uint32_t n = r.get_count(8);
+        for (uint32_t i = 0; i < n && r.ok(); ++i) {
+          std::string key = r.get_string(255);
+          configs[key] = r.get_string(4096);
+        }
         if (!r.ok()) return done(false, "malformed create_topic");
-        return controller_->create_topic(name, partitions, rf, {}, live_brokers(), reply);
+        return controller_->create_topic(name, partitions, rf, configs, live_brokers(), reply);
+      }
+      case kind_create_partitions: {
+        const std::string name = r.get_string(249);
+        const int32_t total = r.get<int32_t>();
+        if (!r.ok()) return done(false, "malformed create_partitions");
+        return controller_->create_partitions(name, total, live_brokers(), reply);
       }
       case kind_delete_topic: {
         const std::string name = r.get_string(249);
@@ -302,6 +325,54 @@ void broker::ask_controller(uint8_t kind, std::vector<std::byte> body,
     controller_waiters_.erase(it);
     fn(false, "timed_out: the controller did not answer");
   });
+}
+
+void broker::request_create_topic(const std::string& name, int32_t partitions, int16_t rf,
+                                  const std::map<std::string, std::string>& configs,
+                                  controller_done done) {
+  std::vector<std::byte> body;
+  net::wire_writer w(body);
+  w.put_string(name);
+  w.put<int32_t>(partitions);
+  w.put<int16_t>(rf);
+  w.put<uint32_t>(static_cast<uint32_t>(configs.size()));
+  for (const auto& [k, v] : configs) {
+    w.put_string(k);
+    w.put_string(v);
+  }
+  ask_controller(kind_create_topic, std::move(body), std::move(done));
+}
+
+void broker::request_delete_topic(const std::string& name, controller_done done) {
+  std::vector<std::byte> body;
+  net::wire_writer w(body);
+  w.put_string(name);
+  ask_controller(kind_delete_topic, std::move(body), std::move(done));
+}
+
+void broker::request_create_partitions(const std::string& name, int32_t total,
+                                       controller_done done) {
+  std::vector<std::byte> body;
+  net::wire_writer w(body);
+  w.put_string(name);
+  w.put<int32_t>(total);
+  ask_controller(kind_create_partitions, std::move(body), std::move(done));
+}
+
+std::string broker::cluster_id() const {
+  // Every broker of a cluster is started with the same controller voters.
+  uint64_t h = 1469598103934665603ull;
+  for (const seed& sd : config_.seeds) {
+    for (char ch : std::to_string(sd.node_id) + "@" + sd.rpc.to_string() + ",")
+      h = (h ^ static_cast<uint8_t>(ch)) * 1099511628211ull;
+  }
+  char out[24];
+  std::snprintf(out, sizeof out, "keel-%016llx", static_cast<unsigned long long>(h));
+  return out;
+}
+
+bool broker::broker_alive(int32_t id) const {
+  return id == config_.node_id || (transport_ && transport_->connected(id));
 }
 
 void broker::on_controller_request(net::node_id from, std::span<const std::byte> payload) {
@@ -429,6 +500,12 @@ void broker::ensure_replica(unsigned k, uint64_t group, desired_replica d) {
                     l.err().describe());
   partition_host_options o;
   o.core = core_options(group);
+  // Data batches are Kafka record batches: their header names the newest record's time.
+  o.max_timestamp_of = [](const raft::batch& b) {
+    if (b.type != raft::batch_type::data) return engine::timestamp_ms::none();
+    auto h = net::kafka::parse_header(std::span(b.payload.data(), b.payload.size()));
+    return h ? engine::timestamp_ms(h->max_timestamp) : engine::timestamp_ms::none();
+  };
   for (int32_t r : d.replicas)
     o.initial_config.voters.push_back(raft::node_id(static_cast<uint64_t>(r)));
   o.initial_config.normalize();
@@ -439,9 +516,16 @@ void broker::ensure_replica(unsigned k, uint64_t group, desired_replica d) {
   rs.topic = d.topic;
   rs.partition = d.partition;
   rs.replicas = d.replicas;
+  rs.configs = d.configs;
   rs.log = *l;
   rs.host = std::move(h).value();
-  s.groups.emplace(group, std::move(rs));
+  replica_state& stored = s.groups.emplace(group, std::move(rs)).first->second;
+  stored.host->on_commit([&stored](raft::offset) {
+    auto waiters = std::move(stored.commit_waiters);
+    stored.commit_waiters.clear();
+    for (auto& w : waiters)
+      if (!*w.cancelled) w.wake();
+  });
 }
 
 void broker::drop_replica(unsigned k, uint64_t group) {
@@ -466,19 +550,30 @@ void broker::tick_shard(unsigned k) {
   s.logs->tick();
   const uint64_t ticks = s.runner->ticks();
   if (ticks % leader_report_ticks == 0) {
-    std::vector<std::tuple<uint64_t, int64_t, int64_t>> led;
-    for (auto& [g, r] : s.groups)
-      if (r.host->is_leader())
-        led.emplace_back(g, r.host->core().term().value(), r.host->high_watermark().value());
+    std::vector<std::tuple<uint64_t, int64_t, int64_t, std::vector<int32_t>>> led;
+    for (auto& [g, r] : s.groups) {
+      if (!r.host->is_leader()) continue;
+      const raft::core& core = r.host->core();
+      std::vector<int32_t> isr;
+      for (int32_t b : r.replicas) {
+        const raft::progress* p = core.progress_of(raft::node_id(static_cast<uint64_t>(b)));
+        if (b == config_.node_id || (p && p->match >= r.isr_mark)) isr.push_back(b);
+      }
+      r.isr_mark = r.host->high_watermark();
+      led.emplace_back(g, core.term().value(), r.host->high_watermark().value(), std::move(isr));
+    }
     auto publish = [this, led = std::move(led)] {
       std::vector<std::byte> out;
       net::wire_writer w(out);
       w.put<int32_t>(config_.node_id);
       w.put<uint32_t>(static_cast<uint32_t>(led.size()));
-      for (auto& [g, t, hw] : led) {
+      for (auto& [g, t, hw, isr] : led) {
         w.put<uint64_t>(g);
         w.put<int64_t>(t);
         w.put<int64_t>(hw);
+        w.put<uint32_t>(static_cast<uint32_t>(isr.size()));
+        for (int32_t b : isr)
+          w.put<int32_t>(b);
       }
       on_leader_report(out);
       for (const auto& [id, b] : controller_->state().brokers())
@@ -513,14 +608,19 @@ void broker::tick_shard0() {
 void broker::on_leader_report(std::span<const std::byte> payload) {
   net::wire_reader r(payload);
   const int32_t from = r.get<int32_t>();
-  const uint32_t n = r.get_count(24);
+  const uint32_t n = r.get_count(28);
   const auto now = std::chrono::steady_clock::now();
   for (uint32_t i = 0; i < n && r.ok(); ++i) {
     const uint64_t g = r.get<uint64_t>();
     const int64_t term = r.get<int64_t>();
     const int64_t hw = r.get<int64_t>();
+    std::vector<int32_t> isr(r.get_count(4));
+    for (auto& b : isr)
+      b = r.get<int32_t>();
+    if (!r.ok()) break;
     auto& e = leaders_[g];
-    if (term >= e.term || now - e.seen > leader_entry_ttl) e = leader_entry{from, term, hw, now};
+    if (term >= e.term || now - e.seen > leader_entry_ttl)
+      e = leader_entry{from, term, hw, std::move(isr), now};
   }
 }
 
@@ -586,6 +686,7 @@ void broker::handle_client(net::node_id session, uint16_t type,
         w.put_string(req->name);
         w.put<int32_t>(req->partitions);
         w.put<int16_t>(req->replication_factor);
+        w.put<uint32_t>(0);  // no configs
       } else {
         auto req = net::decode_delete_topic_request(payload);
         if (!req) return;
@@ -791,6 +892,7 @@ void broker::stop() {
         r.host.reset();
       st.groups.clear();
       if (k == 0) {
+        if (kafka_) kafka_->stop();
         controller_.reset();
         if (transport_) transport_->stop();
       }

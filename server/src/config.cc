@@ -83,6 +83,8 @@ std::string apply(broker_config& c, const std::string& name, const std::string& 
   if (name == "default-replication-factor") return integer(c.default_replication_factor, 1, 32);
   if (name == "tick-ms") return integer(c.tick_ms, 1, 1000);
   if (name == "election-ticks") return integer(c.election_ticks, 3, 10000);
+  if (name == "message-max-bytes") return integer(c.message_max_bytes, 1024, 1 << 30);
+  if (name == "max-request-bytes") return integer(c.max_request_bytes, 1024, 1u << 31);
   if (name == "auto-create-topics") {
     if (value != "true" && value != "false") return bad("expected true or false");
     c.auto_create_topics = value == "true";
@@ -274,6 +276,8 @@ std::string usage() {
   --tick-ms N                      Raft tick (10)
   --election-ticks N               election timeout in ticks (30)
   --auto-create-topics true|false  create topics on first use (true)
+  --message-max-bytes N            largest record batch (1048588; topic: max.message.bytes)
+  --max-request-bytes N            largest Kafka request (104857600)
 )";
 }
 

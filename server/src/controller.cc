@@ -233,4 +233,21 @@ void controller::create_topic(const std::string& name, int32_t partitions,
   submit(encode_create_topic(t), std::move(done));
 }
 
+void controller::create_partitions(const std::string& name, int32_t total,
+                                   const std::vector<int32_t>& live, reply done) {
+  const topic_info* t = state_.topic(name);
+  if (!t) return done(apply_result{false, "no topic " + name, {}});
+  const auto current = static_cast<int32_t>(t->partitions.size());
+  if (total <= current)
+    return done(apply_result{false,
+                             "invalid partitions: topic " + name + " has " +
+                                 std::to_string(current) + " partitions, asked for " +
+                                 std::to_string(total),
+                             {}});
+  std::string error;
+  auto plan = state_.plan_partitions(total - current, t->replication_factor, live, error);
+  if (!plan) return done(apply_result{false, error, {}});
+  submit(encode_create_partitions(name, *plan), std::move(done));
+}
+
 }  // namespace keel::server

@@ -64,11 +64,13 @@ void partition_host::step(const raft::message& m) {
 
 raft::result<raft::batch> partition_host::propose(raft::batch_type type, int64_t offset_count,
                                                   raft::shared_bytes payload,
-                                                  proposal_callback done) {
+                                                  proposal_callback done, proposal_wait wait) {
   if (!failure_.empty()) return raft::make_error(raft::errc::unavailable, failure_);
   auto b = core_->propose(type, offset_count, std::move(payload));
   if (!b) return b;
-  if (done) proposals_.emplace(b->last, std::make_pair(b->base, std::move(done)));
+  if (done)
+    (wait == proposal_wait::commit ? proposals_ : local_writes_)
+        .emplace(b->last, std::make_pair(b->base, std::move(done)));
   process_ready();
   return b;
 }
@@ -111,6 +113,8 @@ void partition_host::fail(const std::string& why) {
 void partition_host::fail_proposals(const std::string& why) {
   auto waiting = std::move(proposals_);
   proposals_.clear();
+  waiting.merge(local_writes_);
+  local_writes_.clear();
   for (auto& [last, entry] : waiting)
     entry.second(proposal_outcome{false, entry.first, last, why});
 }
@@ -121,7 +125,8 @@ void partition_host::process_ready() {
   // client cannot tell which, so it hears "not leader" and retries, as Kafka clients expect.
   if (core_->term() != proposals_term_ || !is_leader()) {
     proposals_term_ = core_->term();
-    if (!is_leader() && !proposals_.empty()) fail_proposals("leadership moved");
+    if (!is_leader() && !(proposals_.empty() && local_writes_.empty()))
+      fail_proposals("leadership moved");
   }
   ready_in_flight_ = true;
   parked_ = core_->take_ready();
@@ -229,6 +234,14 @@ void partition_host::finish() {
   }
   for (raft::message& m : r.messages_after_persist)
     sink_(std::move(m));
+  if (!r.batches.empty()) {
+    // The leader's own batches of this Ready are in its log now (acks=1 answers).
+    const raft::offset written = r.batches.back().last;
+    while (!local_writes_.empty() && local_writes_.begin()->first <= written) {
+      auto node = local_writes_.extract(local_writes_.begin());
+      node.mapped().second(proposal_outcome{true, node.mapped().first, node.key(), {}});
+    }
+  }
   if (r.committed_to && *r.committed_to > high_watermark_) {
     high_watermark_ = *r.committed_to;
     while (!proposals_.empty() && proposals_.begin()->first <= high_watermark_) {

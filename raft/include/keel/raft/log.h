@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "keel/raft/types.h"
@@ -14,15 +15,23 @@ namespace keel::raft {
 class shared_bytes {
  public:
   shared_bytes() = default;
-  explicit shared_bytes(std::vector<std::byte> bytes)
-      : bytes_(std::make_shared<const std::vector<std::byte>>(std::move(bytes))) {}
+  explicit shared_bytes(std::vector<std::byte> bytes) {
+    auto v = std::make_shared<const std::vector<std::byte>>(std::move(bytes));
+    data_ = v->data();
+    size_ = v->size();
+    owner_ = std::move(v);
+  }
+  // A view into memory that `owner` keeps alive (a Kafka request frame: its batch is proposed
+  // without a copy).
+  shared_bytes(std::shared_ptr<const void> owner, std::span<const std::byte> bytes)
+      : owner_(std::move(owner)), data_(bytes.data()), size_(bytes.size()) {}
   static shared_bytes copy_of(const void* data, size_t size) {
     auto p = static_cast<const std::byte*>(data);
     return shared_bytes(std::vector<std::byte>(p, p + size));
   }
 
-  const std::byte* data() const { return bytes_ ? bytes_->data() : nullptr; }
-  size_t size() const { return bytes_ ? bytes_->size() : 0; }
+  const std::byte* data() const { return data_; }
+  size_t size() const { return size_; }
   bool empty() const { return size() == 0; }
   bool operator==(const shared_bytes& o) const {
     if (size() != o.size()) return false;
@@ -30,7 +39,9 @@ class shared_bytes {
   }
 
  private:
-  std::shared_ptr<const std::vector<std::byte>> bytes_;
+  std::shared_ptr<const void> owner_;
+  const std::byte* data_ = nullptr;
+  size_t size_ = 0;
 };
 
 // What a batch holds. Raft's own entries live in the same log as the data, at their own offsets:

@@ -26,6 +26,8 @@
 
 namespace keel::server {
 
+class kafka_frontend;
+
 class broker {
  public:
   // Throws std::runtime_error with a message naming what failed (start-up only).
@@ -40,14 +42,28 @@ class broker {
   // Safe from any thread; returns when the broker has stopped.
   void stop();
   uint16_t rpc_port() const { return rpc_port_; }
+  uint16_t kafka_port() const { return kafka_port_; }
 
  private:
+  friend class kafka_frontend;  // the Kafka API handlers (kafka_*.cc) work on this broker's parts
+
+  // A one-shot wake-up for a reader waiting on the high watermark (a long-polling fetch);
+  // `cancelled` is set once nobody waits any more, so idle partitions do not pile them up.
+  struct commit_waiter {
+    std::shared_ptr<std::atomic<bool>> cancelled;
+    std::function<void()> wake;
+  };
   struct replica_state {
     std::string topic;
     int32_t partition = 0;
     std::vector<int32_t> replicas;
+    std::map<std::string, std::string> configs;
     engine::log* log = nullptr;
     std::unique_ptr<partition_host> host;
+    std::vector<commit_waiter> commit_waiters;
+    // The commit index at the previous leader report: a follower whose match has reached it is
+    // in sync (it keeps up with the leader within one report period).
+    raft::offset isr_mark = raft::offset::none();
   };
   struct shard_state {
     std::unique_ptr<shard> runner;
@@ -59,6 +75,7 @@ class broker {
     int32_t leader = -1;
     int64_t term = 0;
     int64_t high_watermark = -1;
+    std::vector<int32_t> isr;
     std::chrono::steady_clock::time_point seen;
   };
   struct desired_replica {
@@ -82,6 +99,15 @@ class broker {
   void on_controller_response(std::span<const std::byte> payload);
   void ask_controller(uint8_t kind, std::vector<std::byte> body,
                       std::function<void(bool ok, const std::string& error)> done);
+  using controller_done = std::function<void(bool ok, const std::string& error)>;
+  void request_create_topic(const std::string& name, int32_t partitions, int16_t rf,
+                            const std::map<std::string, std::string>& configs,
+                            controller_done done);
+  void request_delete_topic(const std::string& name, controller_done done);
+  void request_create_partitions(const std::string& name, int32_t total, controller_done done);
+  // A stable name for the cluster (Kafka's cluster id), the same on every broker.
+  std::string cluster_id() const;
+  bool broker_alive(int32_t id) const;
   void handle_client(net::node_id session, uint16_t type, std::span<const std::byte> payload);
   void on_leader_report(std::span<const std::byte> payload);
   std::vector<int32_t> live_brokers() const;
@@ -98,10 +124,12 @@ class broker {
   broker_config config_;
   std::vector<shard_state> shards_;
   uint16_t rpc_port_ = 0;
+  uint16_t kafka_port_ = 0;
 
   // Shard 0 only.
   std::unique_ptr<net::transport> transport_;
   std::unique_ptr<controller> controller_;
+  std::unique_ptr<kafka_frontend> kafka_;
   engine::log* metadata_log_ = nullptr;
   std::map<uint64_t, unsigned> group_shard_;
   std::map<uint64_t, leader_entry> leaders_;

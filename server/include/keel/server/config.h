@@ -46,6 +46,8 @@ struct broker_config {
   int tick_ms = 10;
   int election_ticks = 30;  // 300 ms at the default tick
   bool auto_create_topics = true;
+  int32_t message_max_bytes = 1048588;      // a batch's largest size (topic: max.message.bytes)
+  uint32_t max_request_bytes = 100u << 20;  // socket.request.max.bytes
 
   host_port kafka_address() const { return kafka_advertised.value_or(kafka_listen); }
   host_port rpc_address() const { return rpc_advertised.value_or(rpc_listen); }

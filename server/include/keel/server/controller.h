@@ -55,6 +55,9 @@ class controller {
   void create_topic(const std::string& name, int32_t partitions, int16_t replication_factor,
                     const std::map<std::string, std::string>& configs,
                     const std::vector<int32_t>& live, reply done);
+  // Controller side: grows topic `name` to `total` partitions, placed over `live`.
+  void create_partitions(const std::string& name, int32_t total, const std::vector<int32_t>& live,
+                         reply done);
 
  private:
   controller() = default;

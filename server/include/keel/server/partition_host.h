@@ -45,7 +45,12 @@ struct partition_host_options {
   raft::snapshot_hook* snapshots = nullptr;
 };
 
-// How a proposal ended: committed with its offsets, or failed (leadership lost, the log failed).
+// When a proposal's callback runs: at the Raft commit (on a majority's logs), or once the
+// leader's own log has written it (Kafka's acks=1; lost if the leader fails before a commit).
+enum class proposal_wait { commit, local_write };
+
+// How a proposal ended: committed (or locally written, for proposal_wait::local_write) with its
+// offsets, or failed (leadership lost, the log failed).
 struct proposal_outcome {
   bool committed = false;
   raft::offset base;
@@ -68,9 +73,14 @@ class partition_host {
 
   void tick();
   void step(const raft::message& m);
-  // Leader only. `done` runs once the batch is committed, or fails.
+  // Leader only. `done` runs once the batch is committed (or written locally, per `wait`), or
+  // fails.
   raft::result<raft::batch> propose(raft::batch_type type, int64_t offset_count,
-                                    raft::shared_bytes payload, proposal_callback done = {});
+                                    raft::shared_bytes payload, proposal_callback done = {},
+                                    proposal_wait wait = proposal_wait::commit);
+  // The offset the next proposal will take (leader only): callers that stamp offsets into the
+  // payload (Kafka batches carry their base offset) read it just before proposing.
+  raft::offset next_offset() const { return core_->log().last().next(); }
   raft::status transfer_leadership(raft::node_id target);
   // Moves the log start to `start` (a committed prefix only): the log-start record is made
   // durable first, then the engine deletes the segments below it. For retention, and for
@@ -116,6 +126,7 @@ class partition_host {
   int pending_ = 0;                    // its writes not yet complete
   std::string failure_;
   std::multimap<raft::offset, std::pair<raft::offset, proposal_callback>> proposals_;  // by last
+  std::multimap<raft::offset, std::pair<raft::offset, proposal_callback>> local_writes_;
   raft::term_id proposals_term_;
   std::vector<std::function<void(raft::offset)>> commit_listeners_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -1,0 +1,553 @@
+// Kafka APIs on a partition's records: Produce, Fetch, ListOffsets, OffsetForLeaderEpoch.
+// Shard 0 splits a request by partition, each partition's work runs on its own shard (where its
+// log and Raft group live), and the results come back to shard 0, which answers.
+#include <boost/asio/steady_timer.hpp>
+#include <deque>
+
+#include "kafka_support.h"
+#include "keel/net/kafka/record_batch.h"
+#include "keel/server/broker.h"
+#include "keel/server/raft_log.h"
+
+namespace keel::server {
+
+namespace kafka = net::kafka;
+namespace error_code = net::kafka::error_code;
+using steady = std::chrono::steady_clock;
+
+kafka_frontend::partition_location kafka_frontend::locate(const std::string& topic,
+                                                          int32_t partition) const {
+  partition_location out;
+  const topic_info* t = broker_.controller_->state().topic(topic);
+  if (!t || partition < 0 || static_cast<size_t>(partition) >= t->partitions.size()) {
+    out.error = error_code::unknown_topic_or_partition;
+    return out;
+  }
+  out.group = t->groups[static_cast<size_t>(partition)];
+  auto where = broker_.group_shard_.find(out.group);
+  if (where == broker_.group_shard_.end()) {
+    out.error = error_code::not_leader_or_follower;  // no replica here: ask the leader
+    return out;
+  }
+  out.shard = where->second;
+  return out;
+}
+
+void kafka_frontend::run_on(unsigned k, std::function<void()> fn) {
+  if (k == 0) return fn();
+  broker_.shards_[k].runner->post(std::move(fn));
+}
+
+void kafka_frontend::run_on_shard0(std::function<void()> fn) {
+  broker_.shards_[0].runner->post([alive = alive_, fn = std::move(fn)] {
+    if (*alive) fn();
+  });
+}
+
+namespace {
+
+// The leader-epoch check of Fetch v9+, ListOffsets v4+ and OffsetForLeaderEpoch v2+ (KIP-320).
+int16_t check_leader_epoch(int32_t client_epoch, int64_t term) {
+  if (client_epoch < 0) return error_code::none;
+  if (client_epoch < term) return error_code::fenced_leader_epoch;
+  if (client_epoch > term) return error_code::unknown_leader_epoch;
+  return error_code::none;
+}
+
+// Kafka's high watermark is the offset after the last committed one.
+int64_t kafka_high_watermark(const partition_host& h) {
+  return h.high_watermark().value() + 1;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Produce
+
+namespace {
+
+struct produce_state {
+  kafka::produce_response response;
+  int outstanding = 1;  // held until every partition is under way
+  bool answered = false;
+  std::unique_ptr<boost::asio::steady_timer> timer;
+};
+
+}  // namespace
+
+void kafka_frontend::produce(const request& rq, kafka::produce_request m) {
+  const int16_t acks = m.acks;
+  auto state = std::make_shared<produce_state>();
+  auto finish = [this, rq, state, acks] {
+    if (state->answered) return;
+    state->answered = true;
+    if (state->timer) state->timer->cancel();
+    if (acks == 0) return;
+    answer(rq, state->response);
+  };
+  auto finish_one = [state, finish] {
+    if (--state->outstanding == 0) finish();
+  };
+  const bool bad_acks = acks != 0 && acks != 1 && acks != -1;
+  for (auto& topic : m.topic_data) {
+    const size_t ti = state->response.responses.size();
+    auto& rt = state->response.responses.emplace_back();
+    rt.name = topic.name;
+    for (auto& part : topic.partition_data) {
+      const size_t pi = rt.partition_responses.size();
+      auto& rp = rt.partition_responses.emplace_back();
+      rp.index = part.index;
+      rp.base_offset = -1;
+      rp.log_append_time_ms = -1;
+      rp.log_start_offset = -1;
+      auto fail = [&](int16_t code, std::string why) {
+        rp.error_code = code;
+        rp.error_message = std::move(why);
+      };
+      if (bad_acks) {
+        fail(error_code::invalid_required_acks, "acks must be -1, 0 or 1");
+        continue;
+      }
+      if (rq.api_version < 3) {
+        fail(error_code::unsupported_for_message_format,
+             "produce v0-v2 carry message formats 0 and 1; Keel stores record batch v2 only");
+        continue;
+      }
+      const partition_location at = locate(topic.name, part.index);
+      if (at.error) {
+        fail(at.error, {});
+        continue;
+      }
+      if (part.records.null || part.records.pieces.size() != 1) {
+        fail(error_code::corrupt_message, "no record batch");
+        continue;
+      }
+      // The batch is proposed as a view into the request frame, stamped in place.
+      const std::span<const std::byte> view = part.records.pieces.front();
+      const auto offset_in_frame = static_cast<size_t>(view.data() - rq.frame->data());
+      std::span<std::byte> bytes(rq.frame->data() + offset_in_frame, view.size());
+      ++state->outstanding;
+      const bool zstd_allowed = rq.api_version >= 7;
+      const unsigned k = at.shard;
+      auto reply = [this, state, ti, pi, finish_one](int16_t code, int64_t base, int64_t start,
+                                                     std::string why) {
+        run_on_shard0([state, ti, pi, finish_one, code, base, start, why = std::move(why)] {
+          if (state->answered) return;
+          auto& r = state->response.responses[ti].partition_responses[pi];
+          r.error_code = code;
+          r.base_offset = base;
+          r.log_start_offset = start;
+          if (!why.empty()) r.error_message = why;
+          finish_one();
+        });
+      };
+      run_on(k, [this, k, group = at.group, bytes, frame = rq.frame, acks, zstd_allowed, reply] {
+        auto& groups = broker_.shards_[k].groups;
+        auto it = groups.find(group);
+        if (it == groups.end() || !it->second.host->is_leader())
+          return reply(error_code::not_leader_or_follower, -1, -1, {});
+        broker::replica_state& r = it->second;
+        partition_host& h = *r.host;
+        kafka::batch_limits limits;
+        limits.max_message_bytes = static_cast<size_t>(broker_.config_.message_max_bytes);
+        if (auto c = r.configs.find("max.message.bytes"); c != r.configs.end())
+          limits.max_message_bytes = std::stoull(c->second);
+        limits.zstd_allowed = zstd_allowed;
+        const kafka::batch_validation v = kafka::validate_batch(bytes, limits);
+        if (!v.ok()) return reply(static_cast<int16_t>(v.error), -1, -1, std::string(v.reason));
+        const int64_t start = r.log->log_start().value();
+        const raft::offset base = h.next_offset();
+        kafka::stamp(bytes, base.value(), static_cast<int32_t>(h.core().term().value()));
+        auto done = [reply, start](const proposal_outcome& o) {
+          if (o.committed) return reply(error_code::none, o.base.value(), start, {});
+          reply(error_code::not_leader_or_follower, -1, -1, o.error);
+        };
+        auto proposed = h.propose(raft::batch_type::data, v.header.last_offset_delta + 1,
+                                  raft::shared_bytes(frame, bytes),
+                                  acks == 0 ? partition_host::proposal_callback{} : done,
+                                  acks == 1 ? proposal_wait::local_write : proposal_wait::commit);
+        if (!proposed) {
+          // Nothing was appended: a retry cannot duplicate. The Raft window being full is
+          // backpressure, not an error of the batch.
+          return reply(proposed.err().code == raft::errc::busy ? error_code::not_enough_replicas
+                                                               : error_code::not_leader_or_follower,
+                       -1, -1, proposed.err().describe());
+        }
+        KEEL_ASSERT(proposed->base == base, "a proposal took another offset than announced");
+        if (acks == 0) reply(error_code::none, base.value(), start, {});
+      });
+    }
+  }
+  if (acks == 0) {
+    net::kafka_response none;
+    none.none = true;
+    rq.respond(std::move(none));
+  } else if (m.timeout_ms > 0) {
+    state->timer = std::make_unique<boost::asio::steady_timer>(
+        broker_.shards_[0].runner->io(), std::chrono::milliseconds(m.timeout_ms));
+    state->timer->async_wait([state, finish](const boost::system::error_code& ec) {
+      if (ec || state->answered) return;
+      for (auto& t : state->response.responses)
+        for (auto& p : t.partition_responses)
+          if (p.error_code == error_code::none && p.base_offset < 0)
+            p.error_code = error_code::request_timed_out;
+      finish();
+    });
+  }
+  finish_one();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fetch
+
+namespace {
+
+// One partition's read, made on its shard: views into the segment maps (kept mapped by `read`)
+// and the empty batches that stand for Raft's own entries.
+struct partition_read {
+  int16_t error = error_code::none;
+  int64_t high_watermark = -1;
+  int64_t log_start = -1;
+  engine::read_result read;
+  std::deque<std::array<std::byte, kafka::batch_header_size>> empty_batches;
+  std::vector<std::span<const std::byte>> batches;
+  size_t bytes = 0;
+};
+
+}  // namespace
+
+struct kafka_frontend::fetch_state {
+  struct part {
+    size_t topic_index = 0, partition_index = 0;
+    std::string topic;
+    int32_t partition = 0;
+    int64_t offset = 0;
+    int32_t max_bytes = 0;
+    int32_t leader_epoch = -1;
+    partition_location at;
+    std::shared_ptr<partition_read> result;
+  };
+  request rq;
+  int16_t version = 0;
+  int32_t min_bytes = 1;
+  int32_t max_bytes = 0;
+  steady::time_point deadline;
+  std::vector<part> parts;
+  kafka::fetch_response response;
+  int outstanding = 0;
+  bool answered = false;
+  // Waiting for a commit: the flag the partitions' waiters check, and the deadline timer.
+  std::shared_ptr<std::atomic<bool>> cancelled;
+  std::unique_ptr<boost::asio::steady_timer> timer;
+};
+
+void kafka_frontend::fetch(const request& rq, kafka::fetch_request m) {
+  auto f = std::make_shared<fetch_state>();
+  f->rq = rq;
+  f->version = rq.api_version;
+  f->min_bytes = m.min_bytes;
+  f->max_bytes = rq.api_version >= 3 ? m.max_bytes : INT32_MAX;
+  if (f->max_bytes <= 0) f->max_bytes = INT32_MAX;
+  f->deadline = steady::now() + std::chrono::milliseconds(std::max(0, m.max_wait_ms));
+  f->response.session_id = 0;  // no fetch sessions (KIP-227 allows full fetches)
+  for (auto& t : m.topics) {
+    const size_t ti = f->response.responses.size();
+    auto& rt = f->response.responses.emplace_back();
+    rt.topic = t.topic;
+    rt.topic_id = t.topic_id;
+    for (auto& p : t.partitions) {
+      const size_t pi = rt.partitions.size();
+      auto& rp = rt.partitions.emplace_back();
+      rp.partition_index = p.partition;
+      rp.high_watermark = -1;
+      rp.last_stable_offset = -1;
+      rp.log_start_offset = -1;
+      rp.preferred_read_replica = -1;
+      fetch_state::part x;
+      x.topic_index = ti;
+      x.partition_index = pi;
+      x.topic = t.topic;
+      x.partition = p.partition;
+      x.offset = p.fetch_offset;
+      x.max_bytes = p.partition_max_bytes;
+      x.leader_epoch = p.current_leader_epoch;
+      x.at = locate(t.topic, p.partition);
+      rp.error_code = x.at.error;
+      f->parts.push_back(std::move(x));
+    }
+  }
+  fetch_round(std::move(f));
+}
+
+void kafka_frontend::fetch_round(std::shared_ptr<fetch_state> f) {
+  f->outstanding = 1;
+  auto finish_one = [this, f] {
+    if (--f->outstanding != 0) return;
+    size_t bytes = 0;
+    bool errors = false;
+    for (const auto& p : f->parts) {
+      if (p.at.error || (p.result && p.result->error)) errors = true;
+      if (p.result) bytes += p.result->bytes;
+    }
+    if (errors || bytes >= static_cast<size_t>(std::max(f->min_bytes, 0)) ||
+        steady::now() >= f->deadline)
+      return fetch_answer(f);
+    // Long poll: wait for a commit on any of the partitions, or the deadline.
+    f->cancelled = std::make_shared<std::atomic<bool>>(false);
+    auto wake = [this, f, cancelled = f->cancelled] {
+      if (cancelled->exchange(true)) return;
+      if (f->timer) f->timer->cancel();
+      fetch_round(f);
+    };
+    f->timer =
+        std::make_unique<boost::asio::steady_timer>(broker_.shards_[0].runner->io(), f->deadline);
+    f->timer->async_wait([wake](const boost::system::error_code& ec) {
+      if (!ec) wake();
+    });
+    for (const auto& p : f->parts) {
+      if (p.at.error) continue;
+      const int64_t seen = p.result ? p.result->high_watermark : -1;
+      run_on(p.at.shard,
+             [this, k = p.at.shard, group = p.at.group, seen, wake, cancelled = f->cancelled] {
+               auto& groups = broker_.shards_[k].groups;
+               auto it = groups.find(group);
+               if (it == groups.end()) return;
+               auto& r = it->second;
+               // A commit between the read and now would otherwise be missed until the deadline.
+               if (kafka_high_watermark(*r.host) != seen) return run_on_shard0(wake);
+               std::erase_if(r.commit_waiters, [](const auto& w) { return w.cancelled->load(); });
+               r.commit_waiters.push_back({cancelled, [this, wake] { run_on_shard0(wake); }});
+             });
+    }
+  };
+  for (size_t i = 0; i < f->parts.size(); ++i) {
+    auto& p = f->parts[i];
+    if (p.at.error) continue;
+    ++f->outstanding;
+    run_on(p.at.shard, [this, f, i, k = p.at.shard, group = p.at.group, offset = p.offset,
+                        max_bytes = p.max_bytes, epoch = p.leader_epoch, finish_one] {
+      auto out = std::make_shared<partition_read>();
+      auto& groups = broker_.shards_[k].groups;
+      auto it = groups.find(group);
+      if (it == groups.end() || !it->second.host->is_leader()) {
+        out->error = error_code::not_leader_or_follower;
+      } else {
+        partition_host& h = *it->second.host;
+        out->high_watermark = kafka_high_watermark(h);
+        out->log_start = h.log().log_start().value();
+        out->error = check_leader_epoch(epoch, h.core().term().value());
+        if (!out->error && (offset < out->log_start || offset > out->high_watermark))
+          out->error = error_code::offset_out_of_range;
+        if (!out->error && offset < out->high_watermark) {
+          auto read =
+              h.log().read(engine::offset(offset), static_cast<uint64_t>(std::max(max_bytes, 1)),
+                           to_engine(h.high_watermark()));
+          if (!read) {
+            out->error = error_code::kafka_storage_error;
+          } else {
+            out->read = std::move(*read);
+            for (const auto& v : out->read.batches) {
+              if (v.header.type == static_cast<uint8_t>(raft::batch_type::data)) {
+                out->batches.push_back(v.payload());
+              } else {
+                // Raft's own entries take offsets too: clients see a batch with no records.
+                auto& e = out->empty_batches.emplace_back();
+                kafka::write_empty_batch(e, v.header.base_offset.value(),
+                                         v.header.last_offset.value(),
+                                         static_cast<int32_t>(v.header.term.value()), -1);
+                out->batches.emplace_back(e.data(), e.size());
+              }
+              out->bytes += out->batches.back().size();
+            }
+          }
+        }
+      }
+      run_on_shard0([f, i, out, finish_one] {
+        f->parts[i].result = out;
+        finish_one();
+      });
+    });
+  }
+  finish_one();
+}
+
+void kafka_frontend::fetch_answer(std::shared_ptr<fetch_state> f) {
+  if (f->answered) return;
+  f->answered = true;
+  if (f->cancelled) f->cancelled->store(true);
+  size_t total = 0;
+  for (auto& p : f->parts) {
+    auto& rp = f->response.responses[p.topic_index].partitions[p.partition_index];
+    if (p.at.error || !p.result) continue;
+    const partition_read& r = *p.result;
+    rp.error_code = r.error;
+    rp.high_watermark = r.high_watermark;
+    rp.last_stable_offset = r.high_watermark;
+    rp.log_start_offset = r.log_start;
+    rp.aborted_transactions.emplace();
+    // The response's max_bytes: whole batches while they fit, and always the first (KIP-74).
+    for (auto b : r.batches) {
+      if (total > 0 && total + b.size() > static_cast<size_t>(f->max_bytes)) break;
+      rp.records.pieces.push_back(b);
+      total += b.size();
+    }
+  }
+  answer(f->rq, f->response, f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ListOffsets and OffsetForLeaderEpoch
+
+namespace {
+
+template <class Response>
+struct per_partition_answer {
+  Response response;
+  int outstanding = 1;
+};
+
+}  // namespace
+
+void kafka_frontend::list_offsets(const request& rq, kafka::list_offsets_request m) {
+  constexpr int64_t latest = -1, earliest = -2, max_timestamp = -3;
+  auto state = std::make_shared<per_partition_answer<kafka::list_offsets_response>>();
+  auto finish_one = [this, rq, state] {
+    if (--state->outstanding == 0) answer(rq, state->response);
+  };
+  for (const auto& t : m.topics) {
+    const size_t ti = state->response.topics.size();
+    auto& rt = state->response.topics.emplace_back();
+    rt.name = t.name;
+    for (const auto& p : t.partitions) {
+      const size_t pi = rt.partitions.size();
+      auto& rp = rt.partitions.emplace_back();
+      rp.partition_index = p.partition_index;
+      const partition_location at = locate(t.name, p.partition_index);
+      if (at.error) {
+        rp.error_code = at.error;
+        continue;
+      }
+      ++state->outstanding;
+      run_on(at.shard, [this, k = at.shard, group = at.group, ts = p.timestamp,
+                        epoch = p.current_leader_epoch, state, ti, pi, finish_one] {
+        int16_t error = error_code::none;
+        int64_t offset = -1, timestamp = -1;
+        int32_t leader_epoch = -1;
+        auto& groups = broker_.shards_[k].groups;
+        auto it = groups.find(group);
+        if (it == groups.end() || !it->second.host->is_leader()) {
+          error = error_code::not_leader_or_follower;
+        } else {
+          partition_host& h = *it->second.host;
+          leader_epoch = static_cast<int32_t>(h.core().term().value());
+          error = check_leader_epoch(epoch, h.core().term().value());
+          const int64_t hw = kafka_high_watermark(h);
+          const engine::log& log = h.log();
+          if (error) {
+          } else if (ts == earliest) {
+            offset = log.log_start().value();
+          } else if (ts == latest) {
+            offset = hw;
+          } else if (ts == max_timestamp) {
+            // The newest committed batch: timestamps grow with offsets for CreateTime producers
+            // with sane clocks, and always for LogAppendTime.
+            if (hw > log.log_start().value()) {
+              if (auto b = log.batch_at(engine::offset(hw - 1)); b) {
+                offset = b->base_offset.value();
+                timestamp = b->max_timestamp.value();
+              }
+            }
+          } else if (ts >= 0) {
+            auto found = log.offset_for_timestamp(engine::timestamp_ms(ts));
+            if (!found) {
+              error = error_code::kafka_storage_error;
+            } else if (const std::optional<engine::offset>& o = *found; o && o->value() < hw) {
+              offset = o->value();
+              if (auto b = log.batch_at(*o); b) timestamp = b->max_timestamp.value();
+            }
+          } else {
+            error = error_code::invalid_request;
+          }
+        }
+        run_on_shard0([state, ti, pi, finish_one, error, offset, timestamp, leader_epoch] {
+          auto& r = state->response.topics[ti].partitions[pi];
+          r.error_code = error;
+          r.offset = offset;
+          r.timestamp = timestamp;
+          r.leader_epoch = leader_epoch;
+          finish_one();
+        });
+      });
+    }
+  }
+  finish_one();
+}
+
+void kafka_frontend::offset_for_leader_epoch(const request& rq,
+                                             kafka::offset_for_leader_epoch_request m) {
+  auto state = std::make_shared<per_partition_answer<kafka::offset_for_leader_epoch_response>>();
+  auto finish_one = [this, rq, state] {
+    if (--state->outstanding == 0) answer(rq, state->response);
+  };
+  for (const auto& t : m.topics) {
+    const size_t ti = state->response.topics.size();
+    auto& rt = state->response.topics.emplace_back();
+    rt.topic = t.topic;
+    for (const auto& p : t.partitions) {
+      const size_t pi = rt.partitions.size();
+      auto& rp = rt.partitions.emplace_back();
+      rp.partition = p.partition;
+      const partition_location at = locate(t.topic, p.partition);
+      if (at.error) {
+        rp.error_code = at.error;
+        continue;
+      }
+      ++state->outstanding;
+      run_on(at.shard, [this, k = at.shard, group = at.group, wanted = p.leader_epoch,
+                        current = p.current_leader_epoch, state, ti, pi, finish_one] {
+        int16_t error = error_code::none;
+        int32_t epoch = -1;
+        int64_t end = -1;
+        auto& groups = broker_.shards_[k].groups;
+        auto it = groups.find(group);
+        if (it == groups.end() || !it->second.host->is_leader()) {
+          error = error_code::not_leader_or_follower;
+        } else {
+          const raft::core& core = it->second.host->core();
+          const int64_t term = core.term().value();
+          error = check_leader_epoch(current, term);
+          const raft::log_view& log = core.log();
+          if (!error && wanted <= term) {
+            // The end of epoch `wanted`: the first offset of a later term (terms never decrease
+            // along the log, so a binary search finds it), or the log's end.
+            int64_t lo = log.first().value(), hi = log.last().value() + 1;
+            while (lo < hi) {
+              const int64_t mid = lo + (hi - lo) / 2;
+              auto t_mid = log.term_at(raft::offset(mid));
+              if (t_mid && t_mid->value() > wanted)
+                hi = mid;
+              else
+                lo = mid + 1;
+            }
+            end = lo;
+            epoch = wanted;
+            if (lo > log.first().value()) {
+              if (auto t_prev = log.term_at(raft::offset(lo - 1)); t_prev)
+                epoch = static_cast<int32_t>(t_prev->value());
+            }
+          }
+        }
+        run_on_shard0([state, ti, pi, finish_one, error, epoch, end] {
+          auto& r = state->response.topics[ti].partitions[pi];
+          r.error_code = error;
+          r.leader_epoch = epoch;
+          r.end_offset = end;
+          finish_one();
+        });
+      });
+    }
+  }
+  finish_one();
+}
+
+}  // namespace keel::server
