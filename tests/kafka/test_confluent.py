@@ -20,8 +20,14 @@ KEYS = 1000
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 
 
+_admin = []
+
+
 def admin():
-    return AdminClient({"bootstrap.servers": c.bootstrap()})
+    # One client for the whole run: the futures it returns fail with _DESTROY once it is gone.
+    if not _admin:
+        _admin.append(AdminClient({"bootstrap.servers": c.bootstrap()}))
+    return _admin[0]
 
 
 def create_topics(names, partitions=PARTITIONS, rf=3):
@@ -146,6 +152,7 @@ def codec_check(codec):
         got = consume_all(topic, PARTITIONS, COUNT)
         t2 = time.time()
         verify(acked, got, PARTITIONS)
+        suite.state[codec] = {p: (msgs[0][0], msgs[-1][0]) for p, msgs in got.items() if msgs}
         suite.note(f"{codec}: produced {COUNT} in {t1 - t0:.1f} s, consumed in {t2 - t1:.1f} s")
     return fn
 
@@ -160,15 +167,23 @@ for codec in CODECS:
 def _():
     cons = Consumer({"bootstrap.servers": c.bootstrap(), "group.id": "keel-tests-no-group",
                      "enable.auto.commit": False})
+    gaps = []
     try:
         for codec in CODECS:
-            total = 0
+            consumed = suite.state.get(codec)
+            if consumed is None:
+                raise AssertionError(f"the {codec} round trip did not pass")
             for p in range(PARTITIONS):
                 low, high = cons.get_watermark_offsets(TopicPartition(f"cf-{codec}", p),
                                                        timeout=30)
-                assert low == 0, (codec, p, low)
-                total += high
-            assert total == COUNT, (codec, total)
+                first, last = consumed[p]
+                # The high watermark is past the last record, not necessarily right after it:
+                # a Raft entry without records (a new leader's first entry) takes an offset too.
+                assert low <= first and high > last, (codec, p, low, high, first, last)
+                if (first, high) != (0, last + 1):
+                    gaps.append(f"{codec}/{p}: records {first}..{last}, watermarks {low}..{high}")
+        if gaps:
+            suite.note("offsets without records: " + "; ".join(gaps[:6]))
     finally:
         cons.close()
 

@@ -51,8 +51,8 @@ def read_all(bootstrap, timeout=120):
 @suite.check("a producer with acks=all keeps going through kill -9 of a partition leader; "
              "acknowledged offsets never go backwards per partition")
 def _():
-    fs = AdminClient({"bootstrap.servers": c.bootstrap()}).create_topics(
-        [NewTopic(TOPIC, PARTITIONS, 3)], operation_timeout=30)
+    admin = AdminClient({"bootstrap.servers": c.bootstrap()})  # alive until its futures resolve
+    fs = admin.create_topics([NewTopic(TOPIC, PARTITIONS, 3)], operation_timeout=30)
     fs[TOPIC].result(timeout=60)
     wait_for_leaders(c, TOPIC, PARTITIONS)
 
