@@ -159,17 +159,25 @@ def metadata(addr, timeout=5):
         return idx, leader, err
 
     def topic():
-        err, name, _internal = r.take(">h"), r.string(), r.take(">b")
+        err, name = r.take(">h"), r.string()
+        r.take(">b")  # is_internal
         parts = r.array(partition)
         topics[name] = (err, [l for _, l, _ in sorted(parts)])
     r.array(topic)
     return brokers, {n: leaders for n, (err, leaders) in topics.items() if err == 0}
 
 
-def wait_for_leaders(cluster, topic, partitions, via=1, timeout=60):
-    """Waits until Kafka Metadata names a live leader for each partition of `topic`."""
+def wait_for_leaders(cluster, topic, partitions, via=1, timeout=60, balanced=True):
+    """Waits until Kafka Metadata names a live leader for each partition of `topic` and, with
+    `balanced`, until leader balancing has spread them over the brokers (a leadership moving
+    mid-test makes producers retry, and retries may reorder a non-idempotent producer's
+    batches)."""
     def ok():
         _, topics = metadata(cluster.kafka(via))
         l = topics.get(topic)
-        return l if l and len(l) == partitions and all(x > 0 for x in l) else None
-    return cluster.wait_for(f"leaders of {topic}", ok, timeout=timeout)
+        if not (l and len(l) == partitions and all(x > 0 for x in l)):
+            return None
+        counts = [l.count(b) for b in range(1, cluster.brokers + 1)]
+        return l if not balanced or max(counts) - min(counts) <= 1 else None
+    return cluster.wait_for(f"{'balanced ' if balanced else ''}leaders of {topic}", ok,
+                            timeout=timeout)

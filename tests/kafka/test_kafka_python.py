@@ -64,8 +64,9 @@ def _():
 
 for compression in (None, "gzip"):
     def roundtrip(compression=compression):
+        # One request in flight per connection: retries then cannot reorder batches.
         p = KafkaProducer(acks="all", compression_type=compression, linger_ms=10, retries=5,
-                          **common)
+                          max_in_flight_requests_per_connection=1, **common)
         label = compression or "none"
         futures = []
         for i in range(COUNT):
