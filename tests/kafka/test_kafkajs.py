@@ -29,7 +29,8 @@ def _():
     if not os.path.isdir(os.path.join(HERE, "node_modules", "kafkajs")):
         raise AssertionError("tests/kafka/node_modules/kafkajs missing: run scripts/install-deps")
     p = subprocess.run(["node", os.path.join(HERE, "kafkajs_roundtrip.js"), c.bootstrap(), TOPIC,
-                        str(PARTITIONS), str(COUNT)], capture_output=True, text=True, timeout=300)
+                        str(PARTITIONS), str(COUNT)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "KAFKAJS_NO_PARTITIONER_WARNING": "1"})
     assert p.returncode == 0, f"node exited {p.returncode}:\n{p.stderr[-4000:]}\n{p.stdout[-2000:]}"
     if p.stderr.strip():
         suite.note("kafkajs logged:\n" + p.stderr[-2000:])
@@ -54,18 +55,23 @@ def _():
             seen[part] = seen.get(part, 0) + 1
             want[(part, off)] = (key.decode(), f"v-{i}")
 
+    # Offsets increase but need not be dense: a Raft entry without records (a new leader's
+    # first entry) takes an offset too. So the high watermark is past the last record, and the
+    # offset for timestamp 0 at or before the first.
     highs = {int(o["partition"]): int(o["high"]) for o in out["offsets"]}
-    per_part = {p: sum(1 for (pp, _) in want if pp == p) for p in range(PARTITIONS)}
-    assert highs == per_part, ("high watermarks", highs, per_part)
     lows = {int(o["partition"]): int(o["offset"]) for o in out["offsetsEarliest"]}
-    assert lows == {p: 0 for p in range(PARTITIONS)}, ("offsets for timestamp 0", lows)
-
     got = {}
     for p, recs in out["records"].items():
+        p = int(p)
         offs = [r[0] for r in recs]
-        assert offs == list(range(highs[int(p)])), f"partition {p}: offsets {offs[:5]}..."
+        assert offs == sorted(set(offs)), f"partition {p}: offsets not increasing"
+        assert offs and highs[p] > offs[-1], ("high watermark", p, highs[p], offs[-1])
+        assert lows[p] <= offs[0], ("offset for timestamp 0", p, lows[p], offs[0])
+        if (lows[p], highs[p]) != (offs[0], offs[-1] + 1) or offs[0] != 0:
+            suite.note(f"partition {p}: records at {offs[0]}..{offs[-1]}, high watermark "
+                       f"{highs[p]}, offset for timestamp 0: {lows[p]}")
         for off, key, value in recs:
-            got[(int(p), off)] = (key, value)
+            got[(p, off)] = (key, value)
     assert got == want, f"{len(set(want.items()) ^ set(got.items()))} differences"
 
 
