@@ -139,11 +139,11 @@ class Cluster:
 
     def produce(self, topic, partition, lines, via=1):
         return self.run("produce", topic, "--partition", str(partition), "--bootstrap",
-                        self.rpc(via), stdin="".join(l + "\n" for l in lines), timeout=120)
+                        self.kafka(via), stdin="".join(l + "\n" for l in lines), timeout=120)
 
     def consume(self, topic, partition, via=1):
         out = self.run("consume", topic, "--partition", str(partition), "--bootstrap",
-                       self.rpc(via), timeout=120)
+                       self.kafka(via), timeout=120)
         return out.splitlines()
 
     def leaders(self, topic, via):
