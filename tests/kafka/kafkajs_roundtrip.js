@@ -2,10 +2,9 @@
 // Usage: node kafkajs_roundtrip.js <bootstrap host:port,...> <topic> <partitions> <count>
 // Prints one JSON object on its last line: what each step saw.
 //
-// kafkajs consumers always join a consumer group, which Keel does not serve yet
-// (FindCoordinator answers COORDINATOR_NOT_AVAILABLE). So the read-back goes through kafkajs's
-// own Fetch request and decoder, group-less: its cluster and broker objects, the same code path
-// its consumer uses below the group layer.
+// kafkajs consumers always join a consumer group (kafkajs_consume.js tests that). This script's
+// read-back is group-less: kafkajs's own Fetch request and decoder through its cluster and broker
+// objects, the code path its consumer uses below the group layer.
 'use strict'
 const { Kafka, logLevel, CompressionTypes } = require('kafkajs')
 
