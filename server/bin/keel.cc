@@ -82,13 +82,19 @@ std::string json_escape(const std::string& s) {
 }
 
 void print_cluster(const net::describe_cluster_response& d, bool json) {
+  std::map<int32_t, int> leads;  // partitions led, per broker
+  for (const auto& t : d.topics)
+    for (const auto& p : t.partitions)
+      if (p.leader >= 0) ++leads[p.leader];
   if (json) {
     std::printf("{\"controller\": %d, \"brokers\": [", d.controller);
     for (size_t i = 0; i < d.brokers.size(); ++i) {
       const auto& b = d.brokers[i];
-      std::printf("%s{\"id\": %d, \"kafka\": \"%s:%u\", \"rpc\": \"%s:%u\", \"alive\": %s}",
-                  i ? ", " : "", b.id, json_escape(b.kafka_host).c_str(), b.kafka_port,
-                  json_escape(b.rpc_host).c_str(), b.rpc_port, b.alive ? "true" : "false");
+      std::printf(
+          "%s{\"id\": %d, \"kafka\": \"%s:%u\", \"rpc\": \"%s:%u\", \"alive\": %s, "
+          "\"leaders\": %d}",
+          i ? ", " : "", b.id, json_escape(b.kafka_host).c_str(), b.kafka_port,
+          json_escape(b.rpc_host).c_str(), b.rpc_port, b.alive ? "true" : "false", leads[b.id]);
     }
     std::printf("], \"topics\": [");
     for (size_t i = 0; i < d.topics.size(); ++i) {
@@ -114,8 +120,9 @@ void print_cluster(const net::describe_cluster_response& d, bool json) {
   std::printf("controller: %s\n",
               d.controller >= 0 ? std::to_string(d.controller).c_str() : "none elected");
   for (const auto& b : d.brokers)
-    std::printf("broker %d  kafka %s:%u  rpc %s:%u  %s\n", b.id, b.kafka_host.c_str(), b.kafka_port,
-                b.rpc_host.c_str(), b.rpc_port, b.alive ? "alive" : "unreachable");
+    std::printf("broker %d  kafka %s:%u  rpc %s:%u  %s  leads %d partitions\n", b.id,
+                b.kafka_host.c_str(), b.kafka_port, b.rpc_host.c_str(), b.rpc_port,
+                b.alive ? "alive" : "unreachable", leads[b.id]);
   for (const auto& t : d.topics) {
     std::printf("topic %s\n", t.name.c_str());
     for (const auto& p : t.partitions) {

@@ -1,7 +1,7 @@
 #include "keel/server/kafka_frontend.h"
 
+#include <algorithm>
 #include <cstdio>
-#include <regex>
 
 #include "kafka_support.h"
 #include "keel/server/broker.h"
@@ -54,9 +54,13 @@ const served_api* find_served(int16_t key) {
 }
 
 // KIP-511: client software names and versions are restricted to this pattern.
+// [a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?
 bool valid_software_field(const std::string& s) {
-  static const std::regex pattern("[a-zA-Z0-9](?:[a-zA-Z0-9\\-.]*[a-zA-Z0-9])?");
-  return std::regex_match(s, pattern);
+  auto alnum = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  };
+  if (s.empty() || !alnum(s.front()) || !alnum(s.back())) return false;
+  return std::all_of(s.begin(), s.end(), [&](char c) { return alnum(c) || c == '-' || c == '.'; });
 }
 
 }  // namespace

@@ -118,6 +118,12 @@ void kafka_frontend::produce(const request& rq, kafka::produce_request m) {
         continue;
       }
       const partition_location at = locate(topic.name, part.index);
+      if (at.error == error_code::unknown_topic_or_partition &&
+          broker_.config_.auto_create_topics && !broker_.controller_->state().topic(topic.name) &&
+          valid_topic_name(topic.name)) {
+        // Auto-creation on Produce as on Metadata; the producer retries once it exists.
+        request_auto_create(topic.name);
+      }
       if (at.error) {
         fail(at.error, {});
         continue;

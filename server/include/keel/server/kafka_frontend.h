@@ -59,6 +59,8 @@ class kafka_frontend {
 
   void api_versions(const request& rq, net::kafka::reader& in);
   void metadata(const request& rq, net::kafka::metadata_request m);
+  // Asks the controller to create `topic` with the broker's defaults (auto.create.topics.enable).
+  void request_auto_create(const std::string& topic);
   void describe_cluster(const request& rq, net::kafka::describe_cluster_request m);
   void describe_configs(const request& rq, net::kafka::describe_configs_request m);
   void create_topics(const request& rq, net::kafka::create_topics_request m);
