@@ -37,6 +37,7 @@ constexpr served_api served_apis[] = {
     {kafka::describe_configs_request::api_key, 1, 4},
     {kafka::create_partitions_request::api_key, 0, 3},
     {kafka::describe_cluster_request::api_key, 0, 1},
+    {kafka::init_producer_id_request::api_key, 0, 4},
 };
 
 const served_api* find_served(int16_t key) {
@@ -177,6 +178,11 @@ void kafka_frontend::on_request(net::kafka_request in, net::kafka_listener::resp
     case kafka::describe_cluster_request::api_key: {
       kafka::describe_cluster_request m;
       if (decode(m)) describe_cluster(rq, std::move(m));
+      return;
+    }
+    case kafka::init_producer_id_request::api_key: {
+      kafka::init_producer_id_request m;
+      if (decode(m)) init_producer_id(rq, std::move(m));
       return;
     }
     default:
