@@ -147,6 +147,11 @@ void maybe_snapshot_producers(Replica& r) {
 // leadership is lost first, NOT_LEADER_OR_FOLLOWER (the client retries at the new leader).
 template <class Replica, class Reply>
 void answer_duplicate(Replica& r, const producer_batch& dup, int64_t start, Reply reply) {
+  static std::atomic<int> logged{0};  // shards share it: a few lines, not a flood
+  if (logged++ < 5)
+    producer_log(r.topic + "-" + std::to_string(r.partition) + ": a retried batch (offsets " +
+                 std::to_string(dup.first_offset) + "-" + std::to_string(dup.last_offset) +
+                 ") answered as a duplicate");
   partition_host& h = *r.host;
   if (h.high_watermark().value() >= dup.last_offset)
     return reply(error_code::none, dup.first_offset, start, {});
