@@ -9,6 +9,8 @@ Run: /usr/bin/python3 tests/cluster/test_idempotent_producer.py <dir with keel a
 The last line is 'N passed, N failed'.
 """
 import collections
+import socket
+import struct
 import sys
 import time
 import traceback
@@ -35,6 +37,29 @@ def produce_for(p, seconds, state):
         p.poll(0.01)
         if state["fatal"]:
             raise AssertionError(f"fatal producer error: {state['fatal']}")
+
+
+def init_producer_id(port, version, transactional_id=None, producer_id=-1, epoch=-1):
+    """One raw InitProducerId request (v1 classic or v3 flexible): (error, producer id, epoch)."""
+    client = b"idem-test"
+    head = struct.pack(">hhih", 22, version, 7, len(client)) + client
+    if version >= 2:
+        head += b"\x00"  # tagged fields
+        tid = b"\x00" if transactional_id is None else \
+            bytes([len(transactional_id) + 1]) + transactional_id.encode()
+        body = tid + struct.pack(">iqh", 60000, producer_id, epoch) + b"\x00"
+    else:
+        tid = struct.pack(">h", -1) if transactional_id is None else \
+            struct.pack(">h", len(transactional_id)) + transactional_id.encode()
+        body = tid + struct.pack(">i", 60000)
+    frame = head + body
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(struct.pack(">i", len(frame)) + frame)
+        size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+        data = s.recv(size, socket.MSG_WAITALL)
+    at = 4 + (1 if version >= 2 else 0)  # correlation id, header tags
+    _, error, pid, ep = struct.unpack(">ihqh", data[at:at + 16])
+    return error, pid, ep
 
 
 def read_partition(bootstrap, until):
@@ -64,6 +89,25 @@ def main():
         c.create_topic(TOPIC, 1, 3, via=1)
         c.wait_for("a leader", lambda: (lambda l: l and l[0] > 0 and l[0])(c.leaders(TOPIC, 1)))
         bootstrap = ",".join(f"127.0.0.1:{c.kafka_base + i}" for i in range(c.brokers))
+
+        checks = []
+
+        def check(name, ok, detail=""):
+            checks.append((name, ok, detail))
+
+        # InitProducerId on every broker: ids come from each broker's block (the controller's
+        # answer crosses brokers for two of them), a re-init bumps the epoch, and a
+        # transactional id is refused.
+        got = [init_producer_id(c.kafka_base + i, 1) for i in range(c.brokers)]
+        again = init_producer_id(c.kafka_base, 1)
+        check("InitProducerId hands out distinct ids at epoch 0 on every broker",
+              all(e == 0 and pid >= 0 and ep == 0 for e, pid, ep in got + [again]) and
+              len({pid for _, pid, _ in got + [again]}) == len(got) + 1, f"{got} {again}")
+        bumped = init_producer_id(c.kafka_base + 1, 3, producer_id=got[0][1], epoch=4)
+        check("InitProducerId v3 with an id and epoch bumps the epoch",
+              bumped == (0, got[0][1], 5), f"{bumped}")
+        txn = init_producer_id(c.kafka_base, 3, transactional_id="txn-1")
+        check("InitProducerId with a transactional id is refused (53)", txn[0] == 53, f"{txn}")
 
         acked = {}  # value -> offset
         errors = []
@@ -101,11 +145,6 @@ def main():
         hw = max(acked.values()) + 1 if acked else 0
         log = read_partition(bootstrap, hw)
         counts = collections.Counter(v for _, v in log)
-
-        checks = []
-
-        def check(name, ok, detail=""):
-            checks.append((name, ok, detail))
 
         check("the producer finished: nothing unflushed, no fatal error",
               left == 0 and not state["fatal"], f"left {left}, fatal {state['fatal']}")
