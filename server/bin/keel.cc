@@ -1,5 +1,6 @@
-// keel: the command-line tool. `keel cluster up|down|status`, `keel topic create|delete|list`,
-// `keel produce`, `keel consume`. Run `keel help` for the flags.
+// keel: the command-line tool. `keel cluster up|down|status`, `keel topic create|delete|list`
+// (the admin protocol, RPC port), `keel topic describe`, `keel produce`, `keel consume` and
+// `keel bench produce|consume` (the Kafka protocol, keel_kafka.cc). Run `keel help` for the flags.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -16,13 +17,19 @@
 #include <thread>
 #include <vector>
 
+#include "cli_flags.h"
 #include "keel/net/admin_client.h"
 #include "keel/server/config.h"
+#include "keel_kafka.h"
 
 namespace fs = std::filesystem;
 using namespace keel;
 
 namespace {
+
+using cli::die;
+using cli::flags;
+using cli::parse;
 
 const char* help_text = R"(usage: keel <command> [flags]
   cluster up     [--brokers N] [--data-dir DIR] [--kafka-port P] [--rpc-port P] [--shards N]
@@ -34,65 +41,28 @@ const char* help_text = R"(usage: keel <command> [flags]
   topic create NAME [--partitions N] [--replication-factor N] [--bootstrap HOST:PORT]
   topic delete NAME [--bootstrap HOST:PORT]
   topic list     [--bootstrap HOST:PORT] [--json]
-  produce TOPIC [--partition N] [--acks -1|0|1] [--bootstrap HOST:PORT]
-                 one record per line of standard input
-  consume TOPIC [--partition N] [--from OFFSET] [--count N] [--bootstrap HOST:PORT]
-                 prints one payload per line
-The bootstrap address is a broker's RPC address (default 127.0.0.1:19092).
+  topic describe NAME [--bootstrap KAFKA_HOST:PORT] [--json]
+                 partitions, leader, replicas and ISR (Kafka Metadata)
+  produce TOPIC [--partition N] [--key-separator SEP] [--acks -1|0|1] [--bootstrap HOST:PORT,..]
+                 one record per line of standard input; with a separator, the part of the line
+                 before it is the record's key
+  consume TOPIC [--partition N] [--from earliest|latest|OFFSET] [--count N]
+                 [--key-separator SEP] [--bootstrap HOST:PORT,..]
+                 prints one value per line (key SEP value with a separator); without --count,
+                 stops once caught up with the high watermark
+  bench produce --topic T [--bootstrap HOST:PORT,..] [--partitions N [--replication-factor N]]
+                 [--record-bytes 1024] [--batch-records 64] [--records M | --seconds 10]
+                 [--acks -1] [--in-flight 4] [--connections 1] [--rate RECORDS_PER_S] [--json]
+                 produces batches to every partition (--partitions creates the topic), with
+                 --in-flight requests outstanding per partition and --connections connections
+                 per broker; prints records/s, MB/s and latency p50/p99/p99.9 every second and
+                 at the end. With --rate, latency counts from each batch's intended send time.
+  bench consume --topic T [--bootstrap HOST:PORT,..] [--max-bytes 4194304] [--records M] [--json]
+                 fetches every partition from its start to its end as of now
+Addresses: cluster status and topic create/delete/list speak the admin protocol to a broker's
+RPC address (default 127.0.0.1:19092); topic describe, produce, consume and bench speak the
+Kafka protocol to a comma-separated list of Kafka addresses (default 127.0.0.1:9092).
 )";
-
-struct flags {
-  std::vector<std::string> positional;
-  std::map<std::string, std::string> named;
-  bool has(const std::string& k) const { return named.count(k) > 0; }
-  std::string get(const std::string& k, const std::string& d) const {
-    auto it = named.find(k);
-    return it == named.end() ? d : it->second;
-  }
-  long long get_int(const std::string& k, long long d) const {
-    auto it = named.find(k);
-    if (it == named.end()) return d;
-    try {
-      size_t used = 0;
-      long long v = std::stoll(it->second, &used);
-      if (used == it->second.size()) return v;
-    } catch (...) {
-    }
-    std::fprintf(stderr, "keel: --%s: expected an integer, got '%s'\n", k.c_str(),
-                 it->second.c_str());
-    std::exit(2);
-  }
-};
-
-flags parse(int argc, char** argv, int from) {
-  static const std::vector<std::string> switches = {"detach", "json"};
-  flags f;
-  for (int i = from; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a.rfind("--", 0) == 0) {
-      std::string name = a.substr(2), value = "true";
-      if (auto eq = name.find('='); eq != std::string::npos) {
-        value = name.substr(eq + 1);
-        name = name.substr(0, eq);
-      } else if (std::find(switches.begin(), switches.end(), name) == switches.end()) {
-        if (i + 1 >= argc) {
-          std::fprintf(stderr, "keel: --%s needs a value\n", name.c_str());
-          std::exit(2);
-        }
-        value = argv[++i];
-      }
-      f.named[name] = value;
-    } else {
-      f.positional.push_back(a);
-    }
-  }
-  return f;
-}
-
-[[noreturn]] void die(const std::string& message, int code = 1) {
-  std::fprintf(stderr, "keel: %s\n", message.c_str());
-  std::exit(code);
-}
 
 std::unique_ptr<net::admin_client> connect_to(const flags& f) {
   auto hp = server::parse_host_port(f.get("bootstrap", "127.0.0.1:19092"));
@@ -412,100 +382,6 @@ int topic(const flags& f) {
   return 0;
 }
 
-// Produce and fetch go to the partition's leader: follow the broker's hint (or the cluster's
-// view) to it, reconnecting, for a bounded number of tries.
-struct partition_client {
-  const flags& f;
-  std::unique_ptr<net::admin_client> client;
-  std::string topic;
-  int32_t partition;
-
-  bool move_to_leader(int32_t hint) {
-    auto d = client->describe_cluster();
-    if (!d) return false;
-    int32_t leader = hint;
-    if (leader < 0)
-      for (const auto& t : d->topics)
-        if (t.name == topic && partition < static_cast<int32_t>(t.partitions.size()))
-          leader = t.partitions[static_cast<size_t>(partition)].leader;
-    for (const auto& b : d->brokers) {
-      if (b.id != leader) continue;
-      auto next = std::make_unique<net::admin_client>();
-      if (!next->connect(b.rpc_host, b.rpc_port)) return false;
-      client = std::move(next);
-      return true;
-    }
-    return false;
-  }
-
-  template <class Call>
-  auto with_leader(Call call) {
-    for (int attempt = 0;; ++attempt) {
-      auto r = call(*client);
-      if (!r) die(client->error());
-      if (r->error != net::admin_error::not_leader || attempt >= 50) return r;
-      if (!move_to_leader(r->leader_hint))
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));  // an election is running
-    }
-  }
-};
-
-int produce(const flags& f) {
-  if (f.positional.size() < 2) die("produce: expected a topic", 2);
-  partition_client pc{f, connect_to(f), f.positional[1],
-                      static_cast<int32_t>(f.get_int("partition", 0))};
-  std::string line;
-  long long n = 0;
-  while (std::getline(std::cin, line)) {
-    net::produce_request req;
-    req.topic = pc.topic;
-    req.partition = pc.partition;
-    req.acks = static_cast<int16_t>(f.get_int("acks", -1));
-    auto bytes = std::as_bytes(std::span(line));
-    req.payload.assign(bytes.begin(), bytes.end());
-    auto r = pc.with_leader([&](net::admin_client& c) { return c.produce(req); });
-    if (r->error != net::admin_error::none)
-      die(std::string(net::to_string(r->error)) +
-          (r->leader_hint >= 0 ? " (leader is broker " + std::to_string(r->leader_hint) + ")"
-                               : ""));
-    ++n;
-  }
-  std::fprintf(stderr, "produced %lld records\n", n);
-  return 0;
-}
-
-int consume(const flags& f) {
-  if (f.positional.size() < 2) die("consume: expected a topic", 2);
-  partition_client pc{f, connect_to(f), f.positional[1],
-                      static_cast<int32_t>(f.get_int("partition", 0))};
-  net::fetch_request req;
-  req.topic = pc.topic;
-  req.partition = pc.partition;
-  req.offset = f.get_int("from", 0);
-  const long long want = f.get_int("count", -1);
-  long long got = 0;
-  for (;;) {
-    auto r = pc.with_leader([&](net::admin_client& c) { return c.fetch(req); });
-    if (r->error != net::admin_error::none)
-      die(std::string(net::to_string(r->error)) +
-          (r->leader_hint >= 0 ? " (leader is broker " + std::to_string(r->leader_hint) + ")"
-                               : ""));
-    for (const auto& b : r->batches) {
-      if (b.type == 1) {
-        std::fwrite(b.payload.data(), 1, b.payload.size(), stdout);
-        std::fputc('\n', stdout);
-        ++got;
-        if (want >= 0 && got >= want) return 0;
-      }
-      req.offset = b.last_offset + 1;
-    }
-    if (r->batches.empty()) {
-      if (want < 0) return 0;  // caught up
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -530,9 +406,19 @@ int main(int argc, char** argv) {
     }
     die("cluster: expected up, down or status", 2);
   }
-  if (cmd == "topic") return topic(f);
-  if (cmd == "produce") return produce(f);
-  if (cmd == "consume") return consume(f);
+  if (cmd == "topic") {
+    if (f.positional.size() > 1 && f.positional[1] == "describe")
+      return cli::kafka_topic_describe(f);
+    return topic(f);
+  }
+  if (cmd == "produce") return cli::kafka_produce(f);
+  if (cmd == "consume") return cli::kafka_consume(f);
+  if (cmd == "bench") {
+    const std::string verb = f.positional.size() > 1 ? f.positional[1] : "";
+    if (verb == "produce") return cli::bench_produce(f);
+    if (verb == "consume") return cli::bench_consume(f);
+    die("bench: expected produce or consume", 2);
+  }
   std::fputs(help_text, stderr);
   return 2;
 }

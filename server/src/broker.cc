@@ -31,6 +31,7 @@ constexpr int leader_report_ticks = 20;
 constexpr int balance_ticks = 200;
 constexpr auto leader_entry_ttl = std::chrono::seconds(3);
 constexpr const char* metadata_log_name = "__cluster_metadata-0";
+constexpr const char* offsets_topic_name = "__consumer_offsets";
 
 void log_line(const std::string& s) {
   std::fprintf(stderr, "keel: broker: %s\n", s.c_str());
@@ -583,7 +584,16 @@ void broker::ensure_replica(unsigned k, uint64_t group, desired_replica d) {
   rs.log = *l;
   rs.host = std::move(h).value();
   replica_state& stored = s.groups.emplace(group, std::move(rs)).first->second;
+  if (stored.topic == offsets_topic_name) {
+    group_coordinator_options go;
+    go.initial_rebalance_delay_ms = config_.group_initial_rebalance_delay_ms;
+    go.min_session_timeout_ms = config_.group_min_session_timeout_ms;
+    go.max_session_timeout_ms = config_.group_max_session_timeout_ms;
+    go.offsets_retention_ms = config_.offsets_retention_minutes * 60 * 1000;
+    stored.coordinator = std::make_unique<group_coordinator>(*stored.host, go);
+  }
   stored.host->on_commit([&stored](raft::offset) {
+    if (stored.coordinator) stored.coordinator->on_commit();
     auto waiters = std::move(stored.commit_waiters);
     stored.commit_waiters.clear();
     for (auto& w : waiters)
@@ -596,6 +606,7 @@ void broker::drop_replica(unsigned k, uint64_t group) {
   auto it = s.groups.find(group);
   if (it == s.groups.end()) return;
   const std::string name = partition_log_name(it->second.topic, it->second.partition);
+  it->second.coordinator.reset();
   it->second.host.reset();
   s.groups.erase(it);
   if (auto r = s.logs->remove(name); !r)
@@ -608,8 +619,10 @@ void broker::drop_replica(unsigned k, uint64_t group) {
 void broker::tick_shard(unsigned k) {
   auto& s = shards_[k];
   if (k == 0) tick_shard0();
-  for (auto& [g, r] : s.groups)
+  for (auto& [g, r] : s.groups) {
     r.host->tick();
+    if (r.coordinator) r.coordinator->tick();
+  }
   s.logs->tick();
   const uint64_t ticks = s.runner->ticks();
   if (ticks % leader_report_ticks == 0) {
@@ -951,8 +964,10 @@ void broker::stop() {
     if (!s.runner) continue;
     s.runner->stop([this, k] {
       auto& st = shards_[k];
-      for (auto& [g, r] : st.groups)
+      for (auto& [g, r] : st.groups) {
+        r.coordinator.reset();
         r.host.reset();
+      }
       st.groups.clear();
       if (k == 0) {
         if (kafka_) kafka_->stop();

@@ -85,6 +85,15 @@ std::string apply(broker_config& c, const std::string& name, const std::string& 
   if (name == "election-ticks") return integer(c.election_ticks, 3, 10000);
   if (name == "message-max-bytes") return integer(c.message_max_bytes, 1024, 1 << 30);
   if (name == "max-request-bytes") return integer(c.max_request_bytes, 1024, 1u << 31);
+  if (name == "offsets-topic-partitions") return integer(c.offsets_topic_partitions, 1, 1000);
+  if (name == "group-initial-rebalance-delay-ms")
+    return integer(c.group_initial_rebalance_delay_ms, 0, 600000);
+  if (name == "group-min-session-timeout-ms")
+    return integer(c.group_min_session_timeout_ms, 1, 3600000);
+  if (name == "group-max-session-timeout-ms")
+    return integer(c.group_max_session_timeout_ms, 1, 3600000);
+  if (name == "offsets-retention-minutes")
+    return integer(c.offsets_retention_minutes, 1, 10ll * 365 * 24 * 60);
   if (name == "auto-create-topics") {
     if (value != "true" && value != "false") return bad("expected true or false");
     c.auto_create_topics = value == "true";
@@ -152,6 +161,8 @@ std::string broker_config::validate() const {
   if (kafka_listen.port == rpc_listen.port &&
       (kafka_listen.host == "0.0.0.0" || rpc_listen.host == "0.0.0.0"))
     return "rpc-listen: port " + std::to_string(rpc_listen.port) + " is also kafka-listen's";
+  if (group_min_session_timeout_ms > group_max_session_timeout_ms)
+    return "group-min-session-timeout-ms: above group-max-session-timeout-ms";
   // The replication factor may exceed the seeds: brokers that are not voters join later, and a
   // topic asking for more replicas than live brokers is refused when it is created.
   return {};
@@ -278,6 +289,10 @@ std::string usage() {
   --auto-create-topics true|false  create topics on first use (true)
   --message-max-bytes N            largest record batch (1048588; topic: max.message.bytes)
   --max-request-bytes N            largest Kafka request (104857600)
+  --offsets-topic-partitions N     partitions of __consumer_offsets (8)
+  --group-initial-rebalance-delay-ms N   wait for more members of a new group (300)
+  --group-min-session-timeout-ms N / --group-max-session-timeout-ms N   (1000 / 1800000)
+  --offsets-retention-minutes N    empty groups' offsets expire after this (10080)
 )";
 }
 

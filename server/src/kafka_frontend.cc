@@ -15,10 +15,8 @@ namespace {
 
 // The APIs this broker serves and advertises, with the version ranges of
 // ../shared/kafka-protocol/README.md §5. Produce advertises 0-2 for librdkafka's feature
-// detection (it checks that version 0 is in range) and answers them UNSUPPORTED_VERSION per
-// partition: only record batch v2 is stored. FindCoordinator is advertised for the same reason
-// (librdkafka's LZ4 feature depends on it) and answers COORDINATOR_NOT_AVAILABLE until the group
-// coordinator exists.
+// detection (it checks that version 0 is in range) and answers them
+// UNSUPPORTED_FOR_MESSAGE_FORMAT per partition: only record batch v2 is stored.
 struct served_api {
   int16_t key;
   int16_t min;
@@ -37,6 +35,16 @@ constexpr served_api served_apis[] = {
     {kafka::describe_configs_request::api_key, 1, 4},
     {kafka::create_partitions_request::api_key, 0, 3},
     {kafka::describe_cluster_request::api_key, 0, 1},
+    {kafka::join_group_request::api_key, 0, 9},
+    {kafka::sync_group_request::api_key, 0, 5},
+    {kafka::heartbeat_request::api_key, 0, 4},
+    {kafka::leave_group_request::api_key, 0, 5},
+    {kafka::offset_commit_request::api_key, 2, 8},
+    {kafka::offset_fetch_request::api_key, 1, 8},
+    {kafka::list_groups_request::api_key, 0, 4},
+    {kafka::describe_groups_request::api_key, 0, 5},
+    {kafka::delete_groups_request::api_key, 0, 2},
+    {kafka::offset_delete_request::api_key, 0, 0},
     {kafka::init_producer_id_request::api_key, 0, 4},
 };
 
@@ -180,6 +188,23 @@ void kafka_frontend::on_request(net::kafka_request in, net::kafka_listener::resp
       if (decode(m)) describe_cluster(rq, std::move(m));
       return;
     }
+#define KEEL_KAFKA_API(name, handler)         \
+  case kafka::name##_request::api_key: {      \
+    kafka::name##_request m;                  \
+    if (decode(m)) handler(rq, std::move(m)); \
+    return;                                   \
+  }
+      KEEL_KAFKA_API(join_group, join_group)
+      KEEL_KAFKA_API(sync_group, sync_group)
+      KEEL_KAFKA_API(heartbeat, heartbeat)
+      KEEL_KAFKA_API(leave_group, leave_group)
+      KEEL_KAFKA_API(offset_commit, offset_commit)
+      KEEL_KAFKA_API(offset_fetch, offset_fetch)
+      KEEL_KAFKA_API(list_groups, list_groups)
+      KEEL_KAFKA_API(describe_groups, describe_groups)
+      KEEL_KAFKA_API(delete_groups, delete_groups)
+      KEEL_KAFKA_API(offset_delete, offset_delete)
+#undef KEEL_KAFKA_API
     case kafka::init_producer_id_request::api_key: {
       kafka::init_producer_id_request m;
       if (decode(m)) init_producer_id(rq, std::move(m));
@@ -211,25 +236,6 @@ void kafka_frontend::api_versions(const request& rq, kafka::reader& in) {
   }
   for (const auto& a : served_apis)
     out.api_keys.push_back({a.key, a.min, a.max});
-  answer(rq, out);
-}
-
-void kafka_frontend::find_coordinator(const request& rq, kafka::find_coordinator_request m) {
-  // Consumer groups are not served yet: every key answers COORDINATOR_NOT_AVAILABLE (retriable),
-  // so clients report the missing coordinator instead of failing on a closed connection.
-  kafka::find_coordinator_response out;
-  out.error_code = error_code::coordinator_not_available;
-  out.error_message = "keel serves no group coordinator yet";
-  out.node_id = -1;
-  for (const auto& key : m.coordinator_keys) {
-    kafka::find_coordinator_response::coordinator c;
-    c.key = key;
-    c.node_id = -1;
-    c.port = -1;
-    c.error_code = error_code::coordinator_not_available;
-    c.error_message = out.error_message;
-    out.coordinators.push_back(std::move(c));
-  }
   answer(rq, out);
 }
 

@@ -226,6 +226,10 @@ void kafka_frontend::produce(const request& rq, kafka::produce_request m) {
              "produce v0-v2 carry message formats 0 and 1; Keel stores record batch v2 only");
         continue;
       }
+      if (topic.name.rfind("__", 0) == 0) {
+        fail(error_code::invalid_topic_exception, "internal topics take no produce requests");
+        continue;
+      }
       const partition_location at = locate(topic.name, part.index);
       if (at.error) {
         fail(at.error, {});

@@ -71,6 +71,9 @@ class Cluster:
     def rpc(self, broker):
         return f"127.0.0.1:{self.rpc_base + broker - 1}"
 
+    def kafka(self, broker):
+        return f"127.0.0.1:{self.kafka_base + broker - 1}"
+
     def cleanup(self):
         try:
             self.down()
@@ -107,11 +110,11 @@ class Cluster:
 
     def produce(self, topic, partition, lines, via=1):
         return self.run("produce", topic, "--partition", str(partition), "--bootstrap",
-                        self.rpc(via), stdin="".join(l + "\n" for l in lines), timeout=120)
+                        self.kafka(via), stdin="".join(l + "\n" for l in lines), timeout=120)
 
     def consume(self, topic, partition, via=1):
         out = self.run("consume", topic, "--partition", str(partition), "--bootstrap",
-                       self.rpc(via), timeout=120)
+                       self.kafka(via), timeout=120)
         return out.splitlines()
 
     def leaders(self, topic, via):

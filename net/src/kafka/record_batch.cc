@@ -1,5 +1,7 @@
 #include "keel/net/kafka/record_batch.h"
 
+#include "keel/net/kafka/protocol.h"
+
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -125,7 +127,7 @@ uint32_t batch_crc(std::span<const std::byte> batch) {
 // ---- zigzag varints (records) -----------------------------------------------------------------
 
 // Reads record fields from [p, end). Every read fails (returns false) rather than run past end.
-struct record_reader {
+struct record_cursor {
   const std::byte* p;
   const std::byte* end;
 
@@ -305,7 +307,7 @@ batch_validation validate_batch(std::span<const std::byte> bytes, const batch_li
 
   if (h.compression() != compression_codec::none) return v;  // passed through, not decompressed
 
-  record_reader in{bytes.data() + batch_header_size, bytes.data() + bytes.size()};
+  record_cursor in{bytes.data() + batch_header_size, bytes.data() + bytes.size()};
   int32_t index = 0;
   uint64_t max_ts = 0;
   bool any = false;
@@ -317,7 +319,7 @@ batch_validation validate_batch(std::span<const std::byte> bytes, const batch_li
       return fail(v, kafka_error::invalid_record, "record length varint malformed", index);
     if (length < 0 || static_cast<size_t>(length) > in.remaining())
       return fail(v, kafka_error::invalid_record, "record length runs past the batch", index);
-    record_reader rec{in.p, in.p + length};
+    record_cursor rec{in.p, in.p + length};
     in.p += length;
 
     int64_t ts_delta;
@@ -457,6 +459,95 @@ std::vector<std::byte> record_batch_builder::build() const {
   write_header(out.data(), h);
   rewrite_crc(out);
   return out;
+}
+
+std::string_view record_view::key_string() const {
+  if (!key) return {};
+  return {reinterpret_cast<const char*>(key->data()), key->size()};
+}
+std::string_view record_view::value_string() const {
+  if (!value) return {};
+  return {reinterpret_cast<const char*>(value->data()), value->size()};
+}
+
+record_reader::record_reader(std::span<const std::byte> batches, int64_t start_offset)
+    : rest_(batches), start_offset_(start_offset), next_offset_(start_offset) {}
+
+bool record_reader::open_next_batch() {
+  while (ok_) {
+    if (rest_.size() < batch_header_size) return false;  // the end, or a cut last batch
+    const auto h = parse_header(rest_);
+    if (!h || h->length < static_cast<int32_t>(batch_header_size - 12)) {
+      ok_ = false;
+      failure_ = "malformed batch header";
+      return false;
+    }
+    if (static_cast<uint64_t>(h->size()) > rest_.size()) return false;  // cut by the fetch
+    if (h->magic != batch_magic_v2) {
+      ok_ = false;
+      failure_ = "batch magic " + std::to_string(h->magic) + " (only v2 is read)";
+      return false;
+    }
+    const auto batch = rest_.first(static_cast<size_t>(h->size()));
+    rest_ = rest_.subspan(batch.size());
+    ++batches_seen_;
+    next_offset_ = std::max(next_offset_, h->last_offset() + 1);
+    if (h->is_control() || h->records_count <= 0) continue;
+    if (h->compression() != compression_codec::none) {
+      ok_ = false;
+      failure_ = "compressed batch (codec " + std::to_string(static_cast<int>(h->compression())) +
+                 ") is not supported";
+      return false;
+    }
+    records_ = batch.subspan(batch_header_size);
+    left_in_batch_ = h->records_count;
+    base_offset_ = h->base_offset;
+    base_timestamp_ = h->base_timestamp;
+    return true;
+  }
+  return false;
+}
+
+bool record_reader::next(record_view& out) {
+  for (;;) {
+    while (left_in_batch_ == 0)
+      if (!open_next_batch()) return false;
+    reader r(records_);
+    const int32_t length = r.get_varint();
+    const size_t start = r.position();
+    if (!r.ok() || length < 0 || static_cast<size_t>(length) > r.remaining()) {
+      ok_ = false;
+      failure_ = "malformed record length";
+      return false;
+    }
+    reader rec(records_.subspan(start, static_cast<size_t>(length)));
+    records_ = records_.subspan(start + static_cast<size_t>(length));
+    --left_in_batch_;
+    rec.get_int8();  // attributes (unused)
+    const int64_t timestamp_delta = rec.get_varlong();
+    const int32_t offset_delta = rec.get_varint();
+    auto bytes_field = [&rec]() -> std::optional<std::span<const std::byte>> {
+      const int32_t n = rec.get_varint();
+      if (n < 0) return std::nullopt;
+      return rec.get_raw(static_cast<size_t>(n));
+    };
+    out.key = bytes_field();
+    out.value = bytes_field();
+    const int32_t headers = rec.get_varint();
+    for (int32_t i = 0; i < headers && rec.ok(); ++i) {
+      bytes_field();
+      bytes_field();
+    }
+    if (!rec.ok() || headers < 0) {
+      ok_ = false;
+      failure_ = "malformed record";
+      return false;
+    }
+    out.offset = base_offset_ + offset_delta;
+    out.timestamp = base_timestamp_ + timestamp_delta;
+    if (out.offset < start_offset_) continue;  // a fetch may return a batch begun earlier
+    return true;
+  }
 }
 
 }  // namespace keel::net::kafka

@@ -21,6 +21,7 @@
 #include "keel/net/transport.h"
 #include "keel/server/config.h"
 #include "keel/server/controller.h"
+#include "keel/server/group_coordinator.h"
 #include "keel/server/partition_host.h"
 #include "keel/server/producer_state.h"
 #include "keel/server/shard.h"
@@ -62,6 +63,9 @@ class broker {
     engine::log* log = nullptr;
     std::unique_ptr<partition_host> host;
     std::vector<commit_waiter> commit_waiters;
+    // On __consumer_offsets partitions: the group coordinator (declared after the host, so it
+    // goes first).
+    std::unique_ptr<group_coordinator> coordinator;
     // The commit index at the previous leader report: a follower whose match has reached it is
     // in sync (it keeps up with the leader within one report period).
     raft::offset isr_mark = raft::offset::none();

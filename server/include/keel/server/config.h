@@ -48,6 +48,11 @@ struct broker_config {
   bool auto_create_topics = true;
   int32_t message_max_bytes = 1048588;      // a batch's largest size (topic: max.message.bytes)
   uint32_t max_request_bytes = 100u << 20;  // socket.request.max.bytes
+  int32_t offsets_topic_partitions = 8;     // partitions of __consumer_offsets
+  int32_t group_initial_rebalance_delay_ms = 300;
+  int32_t group_min_session_timeout_ms = 1000;
+  int32_t group_max_session_timeout_ms = 1800000;
+  int64_t offsets_retention_minutes = 7 * 24 * 60;
 
   host_port kafka_address() const { return kafka_advertised.value_or(kafka_listen); }
   host_port rpc_address() const { return rpc_advertised.value_or(rpc_listen); }

@@ -24,6 +24,7 @@
 namespace keel::server {
 
 class broker;
+class group_coordinator;
 
 class kafka_frontend {
  public:
@@ -63,7 +64,21 @@ class kafka_frontend {
   void create_topics(const request& rq, net::kafka::create_topics_request m);
   void delete_topics(const request& rq, net::kafka::delete_topics_request m);
   void create_partitions(const request& rq, net::kafka::create_partitions_request m);
+  // Consumer groups (kafka_groups.cc).
   void find_coordinator(const request& rq, net::kafka::find_coordinator_request m);
+  void join_group(const request& rq, net::kafka::join_group_request m);
+  void sync_group(const request& rq, net::kafka::sync_group_request m);
+  void heartbeat(const request& rq, net::kafka::heartbeat_request m);
+  void leave_group(const request& rq, net::kafka::leave_group_request m);
+  void offset_commit(const request& rq, net::kafka::offset_commit_request m);
+  void offset_fetch(const request& rq, net::kafka::offset_fetch_request m);
+  void list_groups(const request& rq, net::kafka::list_groups_request m);
+  void describe_groups(const request& rq, net::kafka::describe_groups_request m);
+  void delete_groups(const request& rq, net::kafka::delete_groups_request m);
+  void offset_delete(const request& rq, net::kafka::offset_delete_request m);
+  // Runs `fn` on the shard of the __consumer_offsets partition that `group` maps to, with its
+  // coordinator, or with nullptr (on shard 0) when this broker hosts no replica of it.
+  void with_coordinator(const std::string& group, std::function<void(group_coordinator*)> fn);
   void produce(const request& rq, net::kafka::produce_request m);
   void fetch(const request& rq, net::kafka::fetch_request m);
   void list_offsets(const request& rq, net::kafka::list_offsets_request m);

@@ -167,4 +167,43 @@ class record_batch_builder {
   int32_t base_sequence_ = -1;
 };
 
+// A record of an uncompressed v2 batch, as views into the batch bytes.
+struct record_view {
+  int64_t offset = 0;
+  int64_t timestamp = 0;
+  std::optional<std::span<const std::byte>> key;    // nullopt = null key
+  std::optional<std::span<const std::byte>> value;  // nullopt = null value
+  std::string_view key_string() const;
+  std::string_view value_string() const;
+};
+
+// Walks the records of fetched batch bytes (batches back to back). Control batches and batches
+// without data records are skipped; a truncated last batch ends the walk quietly (Kafka may cut
+// the last batch of a fetch). Records below start_offset are skipped (a fetch returns the whole
+// batch holding the fetch offset). A compressed batch or malformed record stops the walk with ok()
+// false. next_offset() is the offset after the last whole batch seen: where the next fetch starts.
+class record_reader {
+ public:
+  explicit record_reader(std::span<const std::byte> batches, int64_t start_offset = 0);
+  bool next(record_view& out);
+  bool ok() const { return ok_; }
+  const std::string& failure() const { return failure_; }
+  int64_t next_offset() const { return next_offset_; }
+  size_t batches_seen() const { return batches_seen_; }
+
+ private:
+  bool open_next_batch();
+
+  std::span<const std::byte> rest_;
+  std::span<const std::byte> records_;  // the current batch's unread record bytes
+  int32_t left_in_batch_ = 0;
+  int64_t base_offset_ = 0;
+  int64_t base_timestamp_ = 0;
+  int64_t start_offset_ = 0;
+  int64_t next_offset_ = 0;
+  size_t batches_seen_ = 0;
+  bool ok_ = true;
+  std::string failure_;
+};
+
 }  // namespace keel::net::kafka
