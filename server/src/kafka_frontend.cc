@@ -45,6 +45,7 @@ constexpr served_api served_apis[] = {
     {kafka::describe_groups_request::api_key, 0, 5},
     {kafka::delete_groups_request::api_key, 0, 2},
     {kafka::offset_delete_request::api_key, 0, 0},
+    {kafka::init_producer_id_request::api_key, 0, 4},
 };
 
 const served_api* find_served(int16_t key) {
@@ -208,6 +209,11 @@ void kafka_frontend::on_request(net::kafka_request in, net::kafka_listener::resp
       KEEL_KAFKA_API(delete_groups, delete_groups)
       KEEL_KAFKA_API(offset_delete, offset_delete)
 #undef KEEL_KAFKA_API
+    case kafka::init_producer_id_request::api_key: {
+      kafka::init_producer_id_request m;
+      if (decode(m)) init_producer_id(rq, std::move(m));
+      return;
+    }
     default:
       return close(rq, "api key " + std::to_string(rq.api_key) + " has no handler");
   }

@@ -85,6 +85,7 @@ class kafka_frontend {
   void fetch(const request& rq, net::kafka::fetch_request m);
   void list_offsets(const request& rq, net::kafka::list_offsets_request m);
   void offset_for_leader_epoch(const request& rq, net::kafka::offset_for_leader_epoch_request m);
+  void init_producer_id(const request& rq, net::kafka::init_producer_id_request m);
 
   // Where a topic partition lives, seen from shard 0: an error, or its group and shard here.
   struct partition_location {

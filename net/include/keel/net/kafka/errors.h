@@ -14,6 +14,7 @@ constexpr int16_t leader_not_available = 5;
 constexpr int16_t not_leader_or_follower = 6;
 constexpr int16_t request_timed_out = 7;
 constexpr int16_t message_too_large = 10;
+constexpr int16_t coordinator_load_in_progress = 14;
 constexpr int16_t coordinator_not_available = 15;
 constexpr int16_t not_coordinator = 16;
 constexpr int16_t invalid_topic_exception = 17;
@@ -29,10 +30,17 @@ constexpr int16_t invalid_config = 40;
 constexpr int16_t not_controller = 41;
 constexpr int16_t invalid_request = 42;
 constexpr int16_t unsupported_for_message_format = 43;
+constexpr int16_t out_of_order_sequence_number = 45;
+constexpr int16_t duplicate_sequence_number = 46;
+constexpr int16_t invalid_producer_epoch = 47;
+constexpr int16_t invalid_producer_id_mapping = 49;
+constexpr int16_t transactional_id_authorization_failed = 53;
 constexpr int16_t kafka_storage_error = 56;
+constexpr int16_t unknown_producer_id = 59;
 constexpr int16_t fenced_leader_epoch = 74;
 constexpr int16_t unknown_leader_epoch = 75;
 constexpr int16_t unsupported_compression_type = 76;
 constexpr int16_t invalid_record = 87;
+constexpr int16_t producer_fenced = 90;
 
 }  // namespace keel::net::kafka::error_code
