@@ -145,14 +145,19 @@ struct our_range {
   int16_t key, min, max;
 };
 constexpr our_range our_apis[] = {
-    {produce_request::api_key, 3, 9},       {fetch_request::api_key, 4, 12},
-    {list_offsets_request::api_key, 1, 7},  {metadata_request::api_key, 1, 12},
+    {produce_request::api_key, 3, 9},
+    {fetch_request::api_key, 4, 12},
+    {list_offsets_request::api_key, 1, 7},
+    {metadata_request::api_key, 1, 12},
     {create_topics_request::api_key, 2, 7},
     // Groups. FindCoordinator stops at v3 and OffsetFetch at v7: the batched (several keys or
     // groups per request) versions buy a tool nothing.
-    {offset_commit_request::api_key, 2, 8},   {offset_fetch_request::api_key, 2, 7},
-    {find_coordinator_request::api_key, 1, 3}, {describe_groups_request::api_key, 0, 5},
-    {list_groups_request::api_key, 0, 4},     {delete_groups_request::api_key, 0, 2},
+    {offset_commit_request::api_key, 2, 8},
+    {offset_fetch_request::api_key, 2, 7},
+    {find_coordinator_request::api_key, 1, 3},
+    {describe_groups_request::api_key, 0, 5},
+    {list_groups_request::api_key, 0, 4},
+    {delete_groups_request::api_key, 0, 2},
 };
 
 // Errors after which the group's coordinator must be found again.
@@ -795,9 +800,9 @@ struct client::impl {
     }
     out.version = c->pick(api_key);
     if (out.version < 0) {
-      out.err = make_error(client_error::unsupported,
-                           "broker " + std::to_string(broker) + " serves no usable version of API " +
-                               std::to_string(api_key));
+      out.err = make_error(client_error::unsupported, "broker " + std::to_string(broker) +
+                                                          " serves no usable version of API " +
+                                                          std::to_string(api_key));
       co_return out;
     }
     auto r = co_await c->call_with(api_key, out.version, encode);
@@ -1063,8 +1068,8 @@ error group_error(int16_t code, const std::optional<std::string>& message = std:
 
 }  // namespace
 
-awaitable<client::raw_response> client::send_to(
-    int32_t broker, int16_t api_key, std::function<void(writer&, int16_t)> encode_body) {
+awaitable<client::raw_response> client::send_to(int32_t broker, int16_t api_key,
+                                                std::function<void(writer&, int16_t)> encode_body) {
   auto self = impl_;
   co_return co_await self->send_to(broker, api_key, encode_body);
 }

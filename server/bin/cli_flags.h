@@ -35,7 +35,7 @@ struct flags {
 
 inline flags parse(int argc, char** argv, int from) {
   static const std::vector<std::string> switches = {"detach", "json", "execute", "to-earliest",
-                                                      "to-latest"};
+                                                    "to-latest"};
   flags f;
   for (int i = from; i < argc; ++i) {
     std::string a = argv[i];

@@ -118,8 +118,7 @@ int group_list(const flags& f) {
                     i ? ", " : "", json_string(g.group_id).c_str(), json_string(g.state).c_str(),
                     json_string(g.protocol_type).c_str(), g.coordinator);
       }
-      std::printf("]%s}\n",
-                  r.err ? (", \"error\": " + json_string(r.err.message)).c_str() : "");
+      std::printf("]%s}\n", r.err ? (", \"error\": " + json_string(r.err.message)).c_str() : "");
     } else {
       std::printf("%-32s %-20s %-14s %s\n", "GROUP", "STATE", "PROTOCOL-TYPE", "COORDINATOR");
       for (const auto& g : r.groups)
@@ -215,8 +214,8 @@ int group_describe(const flags& f) {
       co_return 0;
     }
 
-    std::printf("group %s  coordinator %d  state %s  protocol %s%s%s  members %zu\n",
-                group.c_str(), d.coordinator, d.state.c_str(),
+    std::printf("group %s  coordinator %d  state %s  protocol %s%s%s  members %zu\n", group.c_str(),
+                d.coordinator, d.state.c_str(),
                 d.protocol_type.empty() ? "-" : d.protocol_type.c_str(),
                 d.protocol.empty() ? "" : "/", d.protocol.c_str(), d.members.size());
     if (!d.members.empty()) {
@@ -282,8 +281,7 @@ int group_reset_offsets(const flags& f) {
   if (f.has("to-earliest")) ++chosen, target = to::earliest;
   if (f.has("to-latest")) ++chosen, target = to::latest;
   if (f.has("to-offset")) ++chosen, target = to::offset, value = f.get_int("to-offset", 0);
-  if (f.has("to-timestamp"))
-    ++chosen, target = to::timestamp, value = f.get_int("to-timestamp", 0);
+  if (f.has("to-timestamp")) ++chosen, target = to::timestamp, value = f.get_int("to-timestamp", 0);
   if (chosen != 1)
     die("group reset-offsets: give exactly one of --to-earliest, --to-latest, --to-offset N, "
         "--to-timestamp MS",
@@ -355,8 +353,7 @@ int group_reset_offsets(const flags& f) {
       auto it = now_at.find(o.partition);
       const bool has = it != now_at.end() && it->second >= 0;
       std::printf("%-24s %9d %16s %14lld\n", o.topic.c_str(), o.partition,
-                  has ? std::to_string(it->second).c_str() : "-",
-                  static_cast<long long>(o.offset));
+                  has ? std::to_string(it->second).c_str() : "-", static_cast<long long>(o.offset));
     }
     if (!execute) {
       std::printf("dry run: nothing committed; add --execute to commit these offsets\n");

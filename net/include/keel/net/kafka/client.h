@@ -191,7 +191,7 @@ struct offset_commit_result {
 };
 
 struct delete_groups_result {
-  error err;                                         // the first group's error, if any
+  error err;                                             // the first group's error, if any
   std::vector<std::pair<std::string, int16_t>> results;  // group id, error code
 };
 
@@ -264,8 +264,8 @@ class client {
     int16_t version = -1;
     std::vector<std::byte> frame;
   };
-  boost::asio::awaitable<raw_response> send_to(
-      int32_t broker, int16_t api_key, std::function<void(writer&, int16_t)> encode_body);
+  boost::asio::awaitable<raw_response> send_to(int32_t broker, int16_t api_key,
+                                               std::function<void(writer&, int16_t)> encode_body);
   // send_to, decoded: Response is the API's response type.
   template <class Response, class Request>
   boost::asio::awaitable<call_result<Response>> call_broker(int32_t broker, Request rq) {
@@ -279,8 +279,8 @@ class client {
     response_header h;
     h.decode(in, response_header_version(Request::api_key, raw.version));
     if (!out.body.decode(in, raw.version) || !in.ok())
-      out.err = error{client_error::protocol, "malformed response to API " +
-                                                  std::to_string(Request::api_key)};
+      out.err = error{client_error::protocol,
+                      "malformed response to API " + std::to_string(Request::api_key)};
     co_return out;
   }
 
@@ -299,8 +299,8 @@ class client {
 
 // Frames one request into w: int32 size, the request header (v1, or v2 for flexible versions),
 // the body. Record data in the body stays external (not copied; see writer::put_external).
-inline void write_request_with(writer& w, int16_t api_key, int16_t version,
-                               int32_t correlation_id, const std::string& client_id,
+inline void write_request_with(writer& w, int16_t api_key, int16_t version, int32_t correlation_id,
+                               const std::string& client_id,
                                const std::function<void(writer&, int16_t)>& encode_body) {
   const size_t start = w.size();
   w.put_int32(0);
