@@ -232,7 +232,8 @@ void kafka_listener::write_loop(std::shared_ptr<connection> c) {
           size_t bytes = 0;
           for (size_t i = 0; i < batch.size(); ++i) {
             const kafka_response& r = batch[i];
-            if (r.none) continue;
+            // A close without bytes of its own writes nothing, not an empty (size 0) frame.
+            if (r.none || (r.pieces.empty() && !r.close_reason.empty())) continue;
             const auto n = static_cast<uint32_t>(r.size());
             prefixes[i] = {uint8_t(n >> 24), uint8_t(n >> 16), uint8_t(n >> 8), uint8_t(n)};
             buffers.emplace_back(prefixes[i].data(), 4);

@@ -34,6 +34,9 @@ constexpr int16_t group_subscribed_to_topic = 86;
 
 // Records per proposed batch of a checkpoint (each well under max.message.bytes).
 constexpr size_t checkpoint_batch_records = 500;
+// Bounds on what one member may put into its group's persisted record.
+constexpr size_t max_member_metadata_bytes = 256 << 10;
+constexpr size_t max_assignment_bytes = 2 << 20;
 
 void log_line(const std::string& s) {
   std::fprintf(stderr, "keel: groups: %s\n", s.c_str());
@@ -243,6 +246,11 @@ void group_coordinator::join(const kafka::join_group_request& m, int16_t version
       m.session_timeout_ms > options_.max_session_timeout_ms)
     return fail(invalid_session_timeout);
   if (m.protocol_type.empty() || m.protocols.empty()) return fail(inconsistent_group_protocol);
+  size_t metadata_bytes = 0;
+  for (const auto& p : m.protocols)
+    metadata_bytes += p.metadata.size() + p.name.size();
+  // Every member's metadata is persisted in one group record: keep it well under a batch.
+  if (metadata_bytes > max_member_metadata_bytes) return fail(error_code::invalid_request);
   const int32_t rebalance_timeout =
       version >= 1 && m.rebalance_timeout_ms > 0 ? m.rebalance_timeout_ms : m.session_timeout_ms;
   if (rebalance_timeout > options_.max_session_timeout_ms) return fail(invalid_session_timeout);
@@ -508,6 +516,14 @@ void group_coordinator::sync(const kafka::sync_group_request& m, int16_t version
   }
   mem.awaiting_sync = std::move(done);
   if (m.member_id != g->leader) return;
+  size_t assignment_bytes = 0;
+  for (const auto& a : m.assignments)
+    assignment_bytes += a.assignment.size();
+  if (assignment_bytes > max_assignment_bytes) {
+    // Too large to persist: nobody gets an assignment from it; the group rebalances.
+    prepare_rebalance(*g);
+    return;
+  }
   for (auto& [id, other] : g->members)
     other.assignment.clear();
   for (const auto& a : m.assignments) {

@@ -68,11 +68,40 @@ class Cluster:
                 return
             time.sleep(0.05)
 
+    def restart(self, broker, timeout=90):
+        """Starts `broker` again after kill9 (`cluster up` starts only the missing brokers) and
+        waits until its Kafka listener accepts connections."""
+        self.up(timeout=timeout)
+        self.wait_for(f"broker {broker}'s Kafka listener", lambda: self.kafka_listening(broker),
+                      timeout=timeout)
+
+    def alive(self, broker):
+        try:
+            os.kill(self.pid(broker), 0)
+            return True
+        except (ProcessLookupError, OSError, ValueError):
+            return False
+
     def rpc(self, broker):
         return f"127.0.0.1:{self.rpc_base + broker - 1}"
 
+    # -- the Kafka listeners -------------------------------------------------------------------
+    def kafka_port(self, broker):
+        return self.kafka_base + broker - 1
+
     def kafka(self, broker):
-        return f"127.0.0.1:{self.kafka_base + broker - 1}"
+        return f"127.0.0.1:{self.kafka_port(broker)}"
+
+    def bootstrap(self, brokers=None):
+        """A Kafka bootstrap.servers list: every broker, or the given ones."""
+        return ",".join(self.kafka(b) for b in (brokers or range(1, self.brokers + 1)))
+
+    def kafka_listening(self, broker):
+        try:
+            socket.create_connection(("127.0.0.1", self.kafka_port(broker)), timeout=1).close()
+            return True
+        except OSError:
+            return False
 
     def cleanup(self):
         try:

@@ -1,0 +1,158 @@
+"""Fault case with librdkafka (python3-confluent-kafka): kill -9 a partition leader while a
+producer writes with acks=all; nothing acknowledged is lost or moved, and the killed broker
+comes back and serves again.
+
+Run: /usr/bin/python3 tests/kafka/test_fault.py <dir with keel and keel-broker>
+"""
+import sys
+import threading
+import time
+
+from confluent_kafka import Consumer, KafkaError, OFFSET_BEGINNING, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from kafka_harness import Suite, metadata, wait_for_leaders
+
+suite = Suite(sys.argv[1])
+c = suite.cluster
+TOPIC = "fault"
+PARTITIONS = 3
+S = suite.state
+
+
+def leaders(bootstrap):
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(TOPIC, timeout=20)
+    return {p: pm.leader for p, pm in md.topics[TOPIC].partitions.items()}
+
+
+def read_all(bootstrap, timeout=120):
+    cons = Consumer({"bootstrap.servers": bootstrap, "group.id": "keel-tests-no-group",
+                     "enable.auto.commit": False, "enable.partition.eof": True})
+    got = {p: {} for p in range(PARTITIONS)}
+    try:
+        cons.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+        eof = set()
+        deadline = time.time() + timeout
+        while len(eof) < PARTITIONS and time.time() < deadline:
+            for m in cons.consume(num_messages=5000, timeout=1.0):
+                if m.error():
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        eof.add(m.partition())
+                        continue
+                    raise AssertionError(f"consumer error: {m.error()}")
+                eof.discard(m.partition())
+                got[m.partition()][m.offset()] = m.value()
+        assert len(eof) == PARTITIONS, f"reached the end of partitions {sorted(eof)} only"
+    finally:
+        cons.close()
+    return got
+
+
+@suite.check("a producer with acks=all keeps going through kill -9 of a partition leader; "
+             "acknowledged offsets never go backwards per partition")
+def _():
+    admin = AdminClient({"bootstrap.servers": c.bootstrap()})  # alive until its futures resolve
+    fs = admin.create_topics([NewTopic(TOPIC, PARTITIONS, 3)], operation_timeout=30)
+    fs[TOPIC].result(timeout=60)
+    wait_for_leaders(c, TOPIC, PARTITIONS)
+
+    acked = S["acked"] = []  # (partition, offset, value) in delivery-report order
+    errors = []
+    stop = threading.Event()
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append((msg.value(), str(err)))
+        else:
+            acked.append((msg.partition(), msg.offset(), msg.value()))
+
+    def produce():
+        p = Producer({"bootstrap.servers": c.bootstrap(), "acks": "all", "linger.ms": 5,
+                      "message.timeout.ms": 120000, "retries": 1000000,
+                      "retry.backoff.ms": 100, "max.in.flight.requests.per.connection": 1,
+                      "topic.metadata.refresh.interval.ms": 1000})
+        i = 0
+        while not stop.is_set():
+            try:
+                p.produce(TOPIC, value=b"m-%d" % i, partition=i % PARTITIONS,
+                          on_delivery=on_delivery)
+                i += 1
+            except BufferError:
+                p.poll(0.05)
+                continue
+            if i % 100 == 0:
+                p.poll(0)
+                time.sleep(0.01)  # ~a few thousand messages a second
+        S["left"] = p.flush(150)
+        S["sent"] = i
+
+    t = threading.Thread(target=produce)
+    t.start()
+    try:
+        c.wait_for("1000 acknowledged messages", lambda: len(acked) >= 1000, timeout=60)
+        victim = leaders(c.bootstrap())[0]
+        S["victim"] = victim
+        before = len(acked)
+        c.kill9(victim)
+        S["killed_at"] = time.time()
+        suite.note(f"killed broker {victim}, leader of partition 0, after {before} acks")
+        c.wait_for("1000 more acknowledged messages after the kill",
+                   lambda: len(acked) >= before + 1000, timeout=90)
+        c.wait_for("a new leader for partition 0",
+                   lambda: leaders(c.bootstrap([b for b in (1, 2, 3) if b != victim]))[0]
+                   not in (victim, -1), timeout=30)
+        time.sleep(2)
+    finally:
+        stop.set()
+        t.join(200)
+    assert S.get("left") == 0, f"{S.get('left')} messages still undelivered after 150 s"
+    assert not errors, f"{len(errors)} delivery errors, first {errors[:3]}"
+    assert len(acked) == S["sent"], (len(acked), S["sent"])
+    suite.note(f"{len(acked)} messages acknowledged")
+    last = {}
+    for part, off, value in acked:
+        assert off > last.get(part, -1), f"partition {part}: acknowledged offset {off} after {last[part]}"
+        last[part] = off
+
+
+@suite.check("every acknowledged message is read back exactly at its acknowledged offset "
+             "(from the surviving brokers)")
+def _():
+    victim = S["victim"]
+    got = read_all(c.bootstrap([b for b in (1, 2, 3) if b != victim]))
+    acked = {}
+    wrong = []
+    for part, off, value in S["acked"]:
+        if got[part].get(off) != value:
+            wrong.append((part, off, value, got[part].get(off)))
+        acked[value] = (part, off)
+    assert not wrong, f"{len(wrong)} acknowledged messages not at their offset, e.g. {wrong[:5]}"
+    stored = sum(len(v) for v in got.values())
+    suite.note(f"{stored} messages stored for {len(acked)} acknowledged "
+               f"({stored - len(acked)} retried duplicates)")
+
+
+@suite.check("the killed broker restarts, answers Metadata, and leads again after balancing")
+def _():
+    victim = S["victim"]
+    c.restart(victim)
+    assert c.alive(victim)
+    brokers, topics = metadata(c.kafka(victim))
+    assert sorted(brokers) == [1, 2, 3], brokers
+    md = AdminClient({"bootstrap.servers": c.kafka(victim)}).list_topics(TOPIC, timeout=20)
+    assert sorted(md.brokers) == [1, 2, 3], md.brokers
+    c.wait_for(f"broker {victim} leading a partition again",
+               lambda: victim in leaders(c.kafka(victim)).values(), timeout=60)
+    # And it serves reads and writes of the partitions it leads.
+    p = Producer({"bootstrap.servers": c.kafka(victim), "acks": "all"})
+    part = [pp for pp, l in leaders(c.kafka(victim)).items() if l == victim][0]
+    res = []
+    p.produce(TOPIC, value=b"after-restart", partition=part,
+              on_delivery=lambda err, msg: res.append((err, msg.offset())))
+    assert p.flush(60) == 0 and res and res[0][0] is None, res
+    got = read_all(c.kafka(victim))
+    assert got[part][res[0][1]] == b"after-restart"
+
+
+if __name__ == "__main__":
+    sys.exit(suite.run())
