@@ -6,6 +6,7 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -388,6 +389,26 @@ class connection : public std::enable_shared_from_this<connection> {
     self->writing_ = false;
   }
 
+  // Hands a response to the oldest request; false (the connection failed) when it does not
+  // belong to it.
+  bool deliver(std::vector<std::byte> frame) {
+    if (pending_.empty()) {
+      fail("response with no request outstanding");
+      return false;
+    }
+    auto p = std::move(pending_.front());
+    pending_.pop_front();
+    uint32_t corr_be;
+    std::memcpy(&corr_be, frame.data(), 4);
+    if (static_cast<int32_t>(__builtin_bswap32(corr_be)) != p.correlation) {
+      p.w->complete(client_error::protocol);
+      fail("correlation id mismatch");
+      return false;
+    }
+    p.w->complete(0, std::move(frame));
+    return true;
+  }
+
   static awaitable<void> read_loop(std::shared_ptr<connection> self) {
     std::vector<std::byte> buf(256 << 10);
     size_t begin = 0, end = 0;
@@ -400,6 +421,24 @@ class connection : public std::enable_shared_from_this<connection> {
         if (size < 4 || size > (1u << 30)) {
           self->fail("bad response size " + std::to_string(size));
           co_return;
+        }
+        if (end - begin < 4 + size && size > buf.size() / 2) {
+          // A large frame (a fetch response) is read straight into its own buffer: no second
+          // copy through `buf`.
+          std::vector<std::byte> frame(size);
+          const size_t have = end - begin - 4;
+          std::memcpy(frame.data(), buf.data() + begin + 4, have);
+          begin = end = 0;
+          boost::system::error_code ec;
+          co_await asio::async_read(self->socket_,
+                                    asio::buffer(frame.data() + have, frame.size() - have),
+                                    asio::redirect_error(use_awaitable, ec));
+          if (ec || self->state_ == state::dead) {
+            self->fail(ec ? "read: " + ec.message() : "closed");
+            co_return;
+          }
+          if (!self->deliver(std::move(frame))) co_return;
+          continue;
         }
         if (end - begin < 4 + size) {
           // Make room for the whole frame.
@@ -414,20 +453,7 @@ class connection : public std::enable_shared_from_this<connection> {
         std::vector<std::byte> frame(buf.begin() + static_cast<ptrdiff_t>(begin + 4),
                                      buf.begin() + static_cast<ptrdiff_t>(begin + 4 + size));
         begin += 4 + size;
-        if (self->pending_.empty()) {
-          self->fail("response with no request outstanding");
-          co_return;
-        }
-        auto p = std::move(self->pending_.front());
-        self->pending_.pop_front();
-        uint32_t corr_be;
-        std::memcpy(&corr_be, frame.data(), 4);
-        if (static_cast<int32_t>(__builtin_bswap32(corr_be)) != p.correlation) {
-          p.w->complete(client_error::protocol);
-          self->fail("correlation id mismatch");
-          co_return;
-        }
-        p.w->complete(0, std::move(frame));
+        if (!self->deliver(std::move(frame))) co_return;
       }
       if (begin == end) begin = end = 0;
       if (end == buf.size()) {

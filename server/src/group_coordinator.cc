@@ -17,21 +17,6 @@ namespace error_code = net::kafka::error_code;
 
 namespace {
 
-// Kafka's group error codes beyond errors.h.
-constexpr int16_t offset_metadata_too_large = 12;
-constexpr int16_t coordinator_load_in_progress = 14;
-constexpr int16_t illegal_generation = 22;
-constexpr int16_t inconsistent_group_protocol = 23;
-constexpr int16_t invalid_group_id = 24;
-constexpr int16_t unknown_member_id = 25;
-constexpr int16_t invalid_session_timeout = 26;
-constexpr int16_t rebalance_in_progress = 27;
-constexpr int16_t non_empty_group = 68;
-constexpr int16_t group_id_not_found = 69;
-constexpr int16_t member_id_required = 79;
-constexpr int16_t fenced_instance_id = 82;
-constexpr int16_t group_subscribed_to_topic = 86;
-
 // Records per proposed batch of a checkpoint (each well under max.message.bytes).
 constexpr size_t checkpoint_batch_records = 500;
 // Bounds on what one member may put into its group's persisted record.
@@ -169,9 +154,9 @@ int16_t group_coordinator::status() {
   // Loaded once this leader's own first entry is committed and applied: then the committed
   // state holds every acknowledged change of earlier leaders.
   const raft::offset hw = host_.high_watermark();
-  if (hw.value() < 0 || applied_ < hw.value()) return coordinator_load_in_progress;
+  if (hw.value() < 0 || applied_ < hw.value()) return error_code::coordinator_load_in_progress;
   auto t = host_.core().log().term_at(hw);
-  if (!t || t->value() != term) return coordinator_load_in_progress;
+  if (!t || t->value() != term) return error_code::coordinator_load_in_progress;
   const int64_t t_now = now();
   for (const auto& [id, s] : committed_) {
     group g;
@@ -241,11 +226,11 @@ void group_coordinator::join(const kafka::join_group_request& m, int16_t version
     done(out);
   };
   if (int16_t s = status()) return fail(s);
-  if (m.group_id.empty()) return fail(invalid_group_id);
+  if (m.group_id.empty()) return fail(error_code::invalid_group_id);
   if (m.session_timeout_ms < options_.min_session_timeout_ms ||
       m.session_timeout_ms > options_.max_session_timeout_ms)
-    return fail(invalid_session_timeout);
-  if (m.protocol_type.empty() || m.protocols.empty()) return fail(inconsistent_group_protocol);
+    return fail(error_code::invalid_session_timeout);
+  if (m.protocol_type.empty() || m.protocols.empty()) return fail(error_code::inconsistent_group_protocol);
   size_t metadata_bytes = 0;
   for (const auto& p : m.protocols)
     metadata_bytes += p.metadata.size() + p.name.size();
@@ -253,7 +238,7 @@ void group_coordinator::join(const kafka::join_group_request& m, int16_t version
   if (metadata_bytes > max_member_metadata_bytes) return fail(error_code::invalid_request);
   const int32_t rebalance_timeout =
       version >= 1 && m.rebalance_timeout_ms > 0 ? m.rebalance_timeout_ms : m.session_timeout_ms;
-  if (rebalance_timeout > options_.max_session_timeout_ms) return fail(invalid_session_timeout);
+  if (rebalance_timeout > options_.max_session_timeout_ms) return fail(error_code::invalid_session_timeout);
 
   auto [it, created] = live_.try_emplace(m.group_id);
   group& g = it->second;
@@ -263,7 +248,7 @@ void group_coordinator::join(const kafka::join_group_request& m, int16_t version
   }
   if (g.state != phase::empty || !g.members.empty()) {
     // Everyone must share the protocol type and at least one protocol.
-    if (g.protocol_type != m.protocol_type) return fail(inconsistent_group_protocol);
+    if (g.protocol_type != m.protocol_type) return fail(error_code::inconsistent_group_protocol);
     bool shared = false;
     for (const auto& p : m.protocols) {
       bool all = true;
@@ -274,7 +259,7 @@ void group_coordinator::join(const kafka::join_group_request& m, int16_t version
       }
       shared = shared || all;
     }
-    if (!shared) return fail(inconsistent_group_protocol);
+    if (!shared) return fail(error_code::inconsistent_group_protocol);
   }
 
   std::string member_id = m.member_id;
@@ -289,13 +274,13 @@ void group_coordinator::join(const kafka::join_group_request& m, int16_t version
         g.members.erase(mit);
         if (old.awaiting_join) {
           kafka::join_group_response r;
-          r.error_code = fenced_instance_id;
+          r.error_code = error_code::fenced_instance_id;
           old.awaiting_join(r);
           old.awaiting_join = nullptr;
         }
         if (old.awaiting_sync) {
           kafka::sync_group_response r;
-          r.error_code = fenced_instance_id;
+          r.error_code = error_code::fenced_instance_id;
           old.awaiting_sync(r);
           old.awaiting_sync = nullptr;
         }
@@ -310,7 +295,7 @@ void group_coordinator::join(const kafka::join_group_request& m, int16_t version
       g.pending_members[member_id] = t;
       out.member_id = member_id;
       if (g.members.empty() && g.state == phase::empty && created) g.state_time_ms = t;
-      return fail(member_id_required);
+      return fail(error_code::member_id_required);
     } else {
       member_id = (client_id.empty() ? std::string("member") : client_id) + "-" + random_suffix();
     }
@@ -318,13 +303,13 @@ void group_coordinator::join(const kafka::join_group_request& m, int16_t version
     if (!g.pending_members.erase(member_id)) {
       if (m.group_instance_id) {
         for (const auto& [id, other] : g.members)
-          if (other.instance_id == m.group_instance_id) return fail(fenced_instance_id);
+          if (other.instance_id == m.group_instance_id) return fail(error_code::fenced_instance_id);
       }
       if (created) live_.erase(it);
-      return fail(unknown_member_id);
+      return fail(error_code::unknown_member_id);
     }
   } else if (m.group_instance_id && g.members[member_id].instance_id != m.group_instance_id) {
-    return fail(fenced_instance_id);
+    return fail(error_code::fenced_instance_id);
   }
 
   member& mem = g.members[member_id];
@@ -348,7 +333,7 @@ void group_coordinator::join(const kafka::join_group_request& m, int16_t version
   if (mem.awaiting_join) {
     // A duplicate join (a client retry): the older request is superseded.
     kafka::join_group_response r;
-    r.error_code = unknown_member_id;
+    r.error_code = error_code::unknown_member_id;
     r.member_id = member_id;
     mem.awaiting_join(r);
   }
@@ -387,7 +372,7 @@ void group_coordinator::prepare_rebalance(group& g) {
     for (auto& [id, m] : g.members) {
       if (!m.awaiting_sync) continue;
       kafka::sync_group_response r;
-      r.error_code = rebalance_in_progress;
+      r.error_code = error_code::rebalance_in_progress;
       auto cb = std::move(m.awaiting_sync);
       m.awaiting_sync = nullptr;
       cb(r);
@@ -437,7 +422,7 @@ void group_coordinator::maybe_complete_join(group& g) {
     // members hear it rather than the broker stopping.
     for (auto& [id, m] : g.members) {
       kafka::join_group_response r;
-      r.error_code = inconsistent_group_protocol;
+      r.error_code = error_code::inconsistent_group_protocol;
       r.member_id = id;
       auto cb = std::move(m.awaiting_join);
       m.awaiting_join = nullptr;
@@ -489,17 +474,17 @@ void group_coordinator::sync(const kafka::sync_group_request& m, int16_t version
   };
   if (int16_t s = status()) return fail(s);
   group* g = live_group(m.group_id);
-  if (!g) return fail(unknown_member_id);
+  if (!g) return fail(error_code::unknown_member_id);
   auto mit = g->members.find(m.member_id);
-  if (mit == g->members.end()) return fail(unknown_member_id);
+  if (mit == g->members.end()) return fail(error_code::unknown_member_id);
   if (m.group_instance_id && mit->second.instance_id != m.group_instance_id)
-    return fail(fenced_instance_id);
-  if (m.generation_id != g->generation) return fail(illegal_generation);
+    return fail(error_code::fenced_instance_id);
+  if (m.generation_id != g->generation) return fail(error_code::illegal_generation);
   if (version >= 5 && ((m.protocol_type && *m.protocol_type != g->protocol_type) ||
                        (m.protocol_name && m.protocol_name != g->protocol)))
-    return fail(inconsistent_group_protocol);
+    return fail(error_code::inconsistent_group_protocol);
   if (g->state == phase::preparing_rebalance || g->state == phase::empty)
-    return fail(rebalance_in_progress);
+    return fail(error_code::rebalance_in_progress);
   member& mem = mit->second;
   mem.last_heard_ms = now();
   out.protocol_type = g->protocol_type;
@@ -511,7 +496,7 @@ void group_coordinator::sync(const kafka::sync_group_request& m, int16_t version
   // Completing the rebalance: park until the leader's assignment is persisted.
   if (mem.awaiting_sync) {
     kafka::sync_group_response r;
-    r.error_code = rebalance_in_progress;
+    r.error_code = error_code::rebalance_in_progress;
     mem.awaiting_sync(r);
   }
   mem.awaiting_sync = std::move(done);
@@ -565,20 +550,20 @@ kafka::heartbeat_response group_coordinator::heartbeat(const kafka::heartbeat_re
   }
   group* g = live_group(m.group_id);
   if (!g || !g->members.count(m.member_id)) {
-    out.error_code = unknown_member_id;
+    out.error_code = error_code::unknown_member_id;
     return out;
   }
   auto mit = g->members.find(m.member_id);
   if (m.group_instance_id && mit->second.instance_id != m.group_instance_id) {
-    out.error_code = fenced_instance_id;
+    out.error_code = error_code::fenced_instance_id;
     return out;
   }
   if (m.generation_id != g->generation) {
-    out.error_code = illegal_generation;
+    out.error_code = error_code::illegal_generation;
     return out;
   }
   mit->second.last_heard_ms = now();
-  if (g->state == phase::preparing_rebalance) out.error_code = rebalance_in_progress;
+  if (g->state == phase::preparing_rebalance) out.error_code = error_code::rebalance_in_progress;
   return out;
 }
 
@@ -601,18 +586,18 @@ kafka::leave_group_response group_coordinator::leave(const kafka::leave_group_re
     int16_t error = error_code::none;
     std::string id = member_id;
     if (!g) {
-      error = unknown_member_id;
+      error = error_code::unknown_member_id;
     } else if (instance) {
       auto it = std::find_if(g->members.begin(), g->members.end(),
                              [&](const auto& e) { return e.second.instance_id == instance; });
       if (it == g->members.end())
-        error = unknown_member_id;
+        error = error_code::unknown_member_id;
       else if (!member_id.empty() && it->first != member_id)
-        error = fenced_instance_id;
+        error = error_code::fenced_instance_id;
       else
         id = it->first;
     } else if (!g->members.count(member_id)) {
-      error = unknown_member_id;
+      error = error_code::unknown_member_id;
     }
     if (!error) {
       remove_member(*g, id);
@@ -645,13 +630,13 @@ void group_coordinator::remove_member(group& g, const std::string& member_id) {
   g.members.erase(it);
   if (m.awaiting_join) {
     kafka::join_group_response r;
-    r.error_code = unknown_member_id;
+    r.error_code = error_code::unknown_member_id;
     r.member_id = member_id;
     m.awaiting_join(r);
   }
   if (m.awaiting_sync) {
     kafka::sync_group_response r;
-    r.error_code = unknown_member_id;
+    r.error_code = error_code::unknown_member_id;
     m.awaiting_sync(r);
   }
 }
@@ -730,19 +715,19 @@ void group_coordinator::commit_offsets(const kafka::offset_commit_request& m,
     done(errors);
   };
   if (int16_t s = status()) return fail_all(s);
-  if (m.group_id.empty()) return fail_all(invalid_group_id);
+  if (m.group_id.empty()) return fail_all(error_code::invalid_group_id);
   group* g = live_group(m.group_id);
   const bool simple = m.generation_id_or_member_epoch < 0 && m.member_id.empty();
   if (simple) {
-    if (g && !g->members.empty()) return fail_all(unknown_member_id);
+    if (g && !g->members.empty()) return fail_all(error_code::unknown_member_id);
   } else {
-    if (!g) return fail_all(illegal_generation);
+    if (!g) return fail_all(error_code::illegal_generation);
     auto mit = g->members.find(m.member_id);
-    if (g->state == phase::completing_rebalance) return fail_all(rebalance_in_progress);
-    if (mit == g->members.end()) return fail_all(unknown_member_id);
+    if (g->state == phase::completing_rebalance) return fail_all(error_code::rebalance_in_progress);
+    if (mit == g->members.end()) return fail_all(error_code::unknown_member_id);
     if (m.group_instance_id && mit->second.instance_id != m.group_instance_id)
-      return fail_all(fenced_instance_id);
-    if (m.generation_id_or_member_epoch != g->generation) return fail_all(illegal_generation);
+      return fail_all(error_code::fenced_instance_id);
+    if (m.generation_id_or_member_epoch != g->generation) return fail_all(error_code::illegal_generation);
     mit->second.last_heard_ms = now();
   }
   // The request's partitions, in request order, matched to `partitions`.
@@ -758,7 +743,7 @@ void group_coordinator::commit_offsets(const kafka::offset_commit_request& m,
     const auto* p = by_key.at(partitions[i]);
     if (p->committed_metadata &&
         p->committed_metadata->size() > static_cast<size_t>(options_.max_metadata_bytes)) {
-      errors[i] = offset_metadata_too_large;
+      errors[i] = error_code::offset_metadata_too_large;
       continue;
     }
     committed_offset o;
@@ -850,8 +835,8 @@ std::vector<group_coordinator::listed_group> group_coordinator::list() {
 void group_coordinator::delete_group(const std::string& id, std::function<void(int16_t)> done) {
   if (int16_t s = status()) return done(s);
   group* g = live_group(id);
-  if (g && !g->members.empty()) return done(non_empty_group);
-  if (!g && !offsets_.count(id) && !committed_.count(id)) return done(group_id_not_found);
+  if (g && !g->members.empty()) return done(error_code::non_empty_group);
+  if (!g && !offsets_.count(id) && !committed_.count(id)) return done(error_code::group_id_not_found);
   std::vector<kafka::record> records;
   const int64_t t = now();
   records.push_back(make_record(encode_group_key(id), std::nullopt, t));
@@ -887,14 +872,14 @@ void group_coordinator::delete_offsets(const std::string& id,
   std::vector<int16_t> errors(partitions.size(), error_code::none);
   if (int16_t s = status()) return done(s, errors);
   group* g = live_group(id);
-  if (!g && !offsets_.count(id)) return done(group_id_not_found, errors);
+  if (!g && !offsets_.count(id)) return done(error_code::group_id_not_found, errors);
   const auto subscribed =
       g && !g->members.empty() ? subscribed_topics(*g) : std::set<std::string>{};
   std::vector<kafka::record> records;
   const int64_t t = now();
   for (size_t i = 0; i < partitions.size(); ++i) {
     if (subscribed.count(partitions[i].topic)) {
-      errors[i] = group_subscribed_to_topic;
+      errors[i] = error_code::group_subscribed_to_topic;
       continue;
     }
     records.push_back(make_record(encode_offset_key(id, partitions[i]), std::nullopt, t));
