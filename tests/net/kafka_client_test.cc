@@ -311,6 +311,7 @@ TEST(KafkaClientFakeBroker, PipelinesAndRetriesAfterNotLeader) {
   constexpr int calls = 40;
   std::vector<int64_t> offsets;
   int failures = 0;
+  int done = 0;  // outlives the coroutine that spawns the calls
   bool connected = false;
   asio::co_spawn(
       io,
@@ -319,7 +320,6 @@ TEST(KafkaClientFakeBroker, PipelinesAndRetriesAfterNotLeader) {
         connected = e.ok();
         EXPECT_TRUE(e.ok()) << e.message;
         EXPECT_EQ(c.partition_count("t"), 1);
-        int done = 0;
         for (int i = 0; i < calls; ++i)
           asio::co_spawn(
               io,
