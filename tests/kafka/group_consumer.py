@@ -1,0 +1,84 @@
+"""One python3-confluent-kafka group consumer as its own process, driven by test_groups.py and
+test_group_failover.py (a process, so that kill -9 of a member is real).
+
+Usage: /usr/bin/python3 group_consumer.py <bootstrap> <topic> <group> <strategy> <session ms>
+                                          <max messages per second, 0 = unlimited>
+
+Subscribes to <topic>, polls, and after every poll that returned messages commits the positions
+of its assigned partitions synchronously. Writes one JSON object per line to stdout, each with
+the time "t":
+  {"ev": "assignment", "parts": [...]}        whenever consumer.assignment() changes
+  {"ev": "msgs", "m": [[partition, offset, value], ...]}
+  {"ev": "commit", "offsets": {partition: offset}}   after a successful synchronous commit
+  {"ev": "commit_error", "error": "..."}
+  {"ev": "closed"}                            after SIGTERM: a last commit, then close()
+"""
+import json
+import signal
+import sys
+import time
+
+from confluent_kafka import Consumer, KafkaError, KafkaException
+
+
+def main():
+    bootstrap, topic, group, strategy, session_ms, rate = sys.argv[1:7]
+    rate = float(rate)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+
+    def emit(**kw):
+        kw["t"] = time.time()
+        sys.stdout.write(json.dumps(kw) + "\n")
+        sys.stdout.flush()
+
+    conf = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "session.timeout.ms": int(session_ms),
+            "heartbeat.interval.ms": 500, "topic.metadata.refresh.interval.ms": 2000,
+            "enable.partition.eof": False}
+    if strategy != "default":
+        conf["partition.assignment.strategy"] = strategy
+    cons = Consumer(conf)
+    cons.subscribe([topic])
+
+    def commit():
+        try:
+            done = cons.commit(asynchronous=False)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError._NO_OFFSET:
+                emit(ev="commit_error", error=str(e))
+            return
+        offsets = {tp.partition: tp.offset for tp in done or [] if tp.error is None}
+        errors = [str(tp.error) for tp in done or [] if tp.error is not None]
+        if errors:
+            emit(ev="commit_error", error="; ".join(errors))
+        if offsets:
+            emit(ev="commit", offsets=offsets)
+
+    last_assignment = None
+    batch = max(1, int(rate / 10)) if rate > 0 else 1000
+    while not stop:
+        start = time.time()
+        msgs = cons.consume(num_messages=batch, timeout=0.1)
+        assignment = sorted(tp.partition for tp in cons.assignment())
+        if assignment != last_assignment:
+            last_assignment = assignment
+            emit(ev="assignment", parts=assignment)
+        got = []
+        for m in msgs:
+            if m.error():
+                emit(ev="consume_error", error=str(m.error()))
+                continue
+            got.append([m.partition(), m.offset(), m.value().decode()])
+        if got:
+            emit(ev="msgs", m=got)
+            commit()
+        if rate > 0:
+            time.sleep(max(0.0, 0.1 - (time.time() - start)))
+    commit()
+    cons.close()
+    emit(ev="closed")
+
+
+if __name__ == "__main__":
+    main()
