@@ -36,6 +36,10 @@ def main():
             "auto.offset.reset": "earliest", "session.timeout.ms": int(session_ms),
             "heartbeat.interval.ms": 500, "topic.metadata.refresh.interval.ms": 2000,
             "enable.partition.eof": False}
+    if rate > 0:
+        # Throttled: keep little prefetched per partition, so that what consume() returns
+        # interleaves the assigned partitions instead of draining one partition's backlog first.
+        conf.update({"queued.min.messages": 20, "max.partition.fetch.bytes": 2048})
     if strategy != "default":
         conf["partition.assignment.strategy"] = strategy
     cons = Consumer(conf)
@@ -48,7 +52,9 @@ def main():
             if e.args[0].code() != KafkaError._NO_OFFSET:
                 emit(ev="commit_error", error=str(e))
             return
-        offsets = {tp.partition: tp.offset for tp in done or [] if tp.error is None}
+        # Partitions without a position yet come back with OFFSET_INVALID (-1001): not commits.
+        offsets = {tp.partition: tp.offset for tp in done or []
+                   if tp.error is None and tp.offset >= 0}
         errors = [str(tp.error) for tp in done or [] if tp.error is not None]
         if errors:
             emit(ev="commit_error", error="; ".join(errors))

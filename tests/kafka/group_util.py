@@ -102,12 +102,30 @@ def create_topic(cluster, name, partitions, rf=3):
                              request_timeout=60)
     fs[name].result(timeout=90)
     wait_for_leaders(cluster, name, partitions)
+    wait_for_preferred_leaders(cluster, name, partitions)
+
+
+def wait_for_preferred_leaders(cluster, topic, partitions, timeout=60):
+    """Waits until every partition is led by its preferred replica (the first listed), where
+    the brokers' leader balancing leaves it: a leadership change after a test produced would
+    append the new leader's record-less Raft entry behind the data, and the end offset would be
+    one past what a consumer can commit."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap()})
+
+    def ok():
+        md = admin.list_topics(topic, timeout=10).topics[topic]
+        parts = md.partitions
+        return len(parts) == partitions and all(
+            pm.replicas and pm.leader == pm.replicas[0] for pm in parts.values())
+    cluster.wait_for(f"preferred leaders of {topic}", ok, timeout=timeout)
 
 
 def produce(cluster, topic, partitions, per_partition, prefix):
     """Produces per_partition messages to each partition (acks=all, one in flight, so no
     reordering); returns {(partition, offset): value} from the delivery reports."""
+    # Small batches: a throttled consumer's fetches then return a few messages per partition.
     p = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all", "linger.ms": 10,
+                  "batch.num.messages": 20,
                   "max.in.flight.requests.per.connection": 1, "message.timeout.ms": 120000,
                   "queue.buffering.max.messages": partitions * per_partition + 1000})
     acked, errors = {}, []
