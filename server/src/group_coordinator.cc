@@ -251,9 +251,11 @@ void group_coordinator::join(const kafka::join_group_request& m, int16_t version
     metadata_bytes += p.metadata.size() + p.name.size();
   // Every member's metadata is persisted in one group record: keep it well under a batch.
   if (metadata_bytes > max_member_metadata_bytes) return fail(error_code::invalid_request);
+  // Only the session timeout is bounded (as Kafka does): the rebalance timeout is the client's
+  // max.poll.interval.ms, which may well exceed group.max.session.timeout.ms (Kafka Streams used
+  // INT32_MAX); a member that stops heartbeating still leaves at its session timeout.
   const int32_t rebalance_timeout =
       version >= 1 && m.rebalance_timeout_ms > 0 ? m.rebalance_timeout_ms : m.session_timeout_ms;
-  if (rebalance_timeout > options_.max_session_timeout_ms) return fail(invalid_session_timeout);
 
   auto [it, created] = live_.try_emplace(m.group_id);
   group& g = it->second;

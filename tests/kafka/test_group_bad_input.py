@@ -7,8 +7,11 @@ Run: /usr/bin/python3 tests/kafka/test_group_bad_input.py <dir with keel and kee
 import sys
 import time
 
+from confluent_kafka import Consumer
+
 import group_wire as w
-from group_util import Committed, ConsumerProc, create_topic, produce
+from group_util import (Committed, ConsumerProc, create_topic, produce,
+                        wait_for_preferred_leaders)
 from kafka_harness import Suite, metadata
 
 suite = Suite(sys.argv[1])
@@ -40,6 +43,10 @@ def all_alive():
 @suite.check("setup: a real group (one confluent-kafka consumer process) read and committed "
              "everything; a raw-wire member forms a second group")
 def _():
+    # __consumer_offsets (created by the first FindCoordinator) settles on its preferred
+    # leaders first: a coordinator moving mid-check would answer NOT_COORDINATOR.
+    w.wait_coordinator(c, REAL, via=1)
+    wait_for_preferred_leaders(c, "__consumer_offsets", 8)
     create_topic(c, TOPIC, PARTITIONS)
     produced = produce(c, TOPIC, PARTITIONS, 200, "bad")
     ends = {}
@@ -90,10 +97,41 @@ def _():
             j = w.join_group(at, group, ms)
             expect(f"{group} session {ms}", j if j == "closed" else j["error"],
                    INVALID_SESSION_TIMEOUT)
-        # A good session timeout with a rebalance timeout of 10^9 ms is refused too.
-        j = w.join_group(at, group, 10000, rebalance_ms=10 ** 9)
-        expect(f"{group} rebalance timeout 10^9", j if j == "closed" else j["error"],
+        j = w.join_group(at, group, -1)
+        expect(f"{group} session -1", j if j == "closed" else j["error"],
                INVALID_SESSION_TIMEOUT)
+
+
+@suite.check("a long rebalance timeout is not a bad session timeout (Kafka bounds only the "
+             "session timeout): raw JoinGroup with rebalance timeout 10^9 ms joins, and a "
+             "confluent-kafka consumer with max.poll.interval.ms of 1 hour gets its partitions")
+def _():
+    group = "keel-bad-long-rebalance"
+    at = coord(group)
+    problems = []
+    j = w.retry(lambda: w.join_group(coord(group), group, 10000, rebalance_ms=10 ** 9),
+                "JoinGroup", ok=lambda j: j == "closed" or j["error"] not in (14, 15, 16))
+    if j == "closed" or j["error"] != 0:
+        problems.append(f"raw JoinGroup: {j}")
+    else:
+        assert w.leave_group(coord(group), group, j["member_id"]) == 0
+    cons = Consumer({"bootstrap.servers": c.bootstrap(), "group.id": group + "-client",
+                     "session.timeout.ms": 10000, "max.poll.interval.ms": 3600000,
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    errors = []
+    try:
+        cons.subscribe([TOPIC])
+        deadline = time.time() + 20
+        while time.time() < deadline and not cons.assignment():
+            m = cons.poll(0.5)
+            if m is not None and m.error():
+                errors.append(str(m.error()))
+        if not cons.assignment():
+            problems.append(f"confluent consumer: no assignment within 20 s; errors {errors[:3]}")
+    finally:
+        cons.close()
+    all_alive()
+    assert not problems, problems
 
 
 @suite.check("JoinGroup into the real group with another protocol type, or with no protocol in "
