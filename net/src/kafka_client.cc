@@ -12,6 +12,9 @@
 #include <boost/asio/write.hpp>
 #include <cstring>
 #include <deque>
+#include <functional>
+#include <map>
+#include <tuple>
 #include <utility>
 
 #include "keel/net/kafka/errors.h"
@@ -42,12 +45,32 @@ std::string_view error_name(int16_t code) {
       return "REQUEST_TIMED_OUT";
     case 10:
       return "MESSAGE_TOO_LARGE";
+    case 12:
+      return "OFFSET_METADATA_TOO_LARGE";
+    case 14:
+      return "COORDINATOR_LOAD_IN_PROGRESS";
+    case 15:
+      return "COORDINATOR_NOT_AVAILABLE";
+    case 16:
+      return "NOT_COORDINATOR";
     case 17:
       return "INVALID_TOPIC_EXCEPTION";
     case 19:
       return "NOT_ENOUGH_REPLICAS";
     case 21:
       return "INVALID_REQUIRED_ACKS";
+    case 22:
+      return "ILLEGAL_GENERATION";
+    case 23:
+      return "INCONSISTENT_GROUP_PROTOCOL";
+    case 24:
+      return "INVALID_GROUP_ID";
+    case 25:
+      return "UNKNOWN_MEMBER_ID";
+    case 26:
+      return "INVALID_SESSION_TIMEOUT";
+    case 27:
+      return "REBALANCE_IN_PROGRESS";
     case 35:
       return "UNSUPPORTED_VERSION";
     case 36:
@@ -60,6 +83,12 @@ std::string_view error_name(int16_t code) {
       return "NOT_CONTROLLER";
     case 42:
       return "INVALID_REQUEST";
+    case 68:
+      return "NON_EMPTY_GROUP";
+    case 69:
+      return "GROUP_ID_NOT_FOUND";
+    case 86:
+      return "GROUP_SUBSCRIBED_TO_TOPIC";
     case 87:
       return "INVALID_RECORD";
     case client_error::network:
@@ -116,10 +145,27 @@ struct our_range {
   int16_t key, min, max;
 };
 constexpr our_range our_apis[] = {
-    {produce_request::api_key, 3, 9},       {fetch_request::api_key, 4, 12},
-    {list_offsets_request::api_key, 1, 7},  {metadata_request::api_key, 1, 12},
+    {produce_request::api_key, 3, 9},
+    {fetch_request::api_key, 4, 12},
+    {list_offsets_request::api_key, 1, 7},
+    {metadata_request::api_key, 1, 12},
     {create_topics_request::api_key, 2, 7},
+    // Groups. FindCoordinator stops at v3 and OffsetFetch at v7: the batched (several keys or
+    // groups per request) versions buy a tool nothing.
+    {offset_commit_request::api_key, 2, 8},
+    {offset_fetch_request::api_key, 2, 7},
+    {find_coordinator_request::api_key, 1, 3},
+    {describe_groups_request::api_key, 0, 5},
+    {list_groups_request::api_key, 0, 4},
+    {delete_groups_request::api_key, 0, 2},
 };
+
+// Errors after which the group's coordinator must be found again.
+bool refind_coordinator(int16_t code) {
+  return code == error_code::not_coordinator || code == error_code::coordinator_not_available ||
+         code == error_code::coordinator_load_in_progress || code == client_error::network ||
+         code == client_error::timed_out || code == client_error::no_leader;
+}
 
 // A one-shot wake-up for a coroutine: a timer that the completer cancels. Shared, so a response
 // arriving after its waiter gave up lands harmlessly.
@@ -217,21 +263,17 @@ class connection : public std::enable_shared_from_this<connection> {
     outgoing o;
     write_request(o.frame, body, version, correlation, client_id_);
     o.keepalive = std::move(keepalive);
-    std::shared_ptr<waiter> w;
-    if (expect_response) {
-      w = std::make_shared<waiter>(io_.get_executor());
-      pending_.push_back({correlation, w});
-    }
-    queue_.push_back(std::move(o));
-    kick_writer();
-    if (!expect_response) co_return response{};
-    const bool done = co_await w->wait(timeout_);
-    if (!done) {
-      fail("request timed out");
-      co_return response{make_error(client_error::timed_out)};
-    }
-    if (w->code != 0) co_return response{make_error(w->code, dead_reason_)};
-    co_return response{error{}, std::move(w->frame)};
+    co_return co_await submit(std::move(o), correlation, expect_response);
+  }
+
+  // call() for a body given as an encoder (send_to).
+  awaitable<response> call_with(int16_t api_key, int16_t version,
+                                const std::function<void(writer&, int16_t)>& encode_body) {
+    if (state_ == state::dead) co_return response{make_error(client_error::network, dead_reason_)};
+    const int32_t correlation = next_correlation_++;
+    outgoing o;
+    write_request_with(o.frame, api_key, version, correlation, client_id_, encode_body);
+    co_return co_await submit(std::move(o), correlation, true);
   }
 
   void fail(const std::string& why) {
@@ -261,6 +303,24 @@ class connection : public std::enable_shared_from_this<connection> {
     int32_t correlation;
     std::shared_ptr<waiter> w;
   };
+
+  awaitable<response> submit(outgoing o, int32_t correlation, bool expect_response) {
+    std::shared_ptr<waiter> w;
+    if (expect_response) {
+      w = std::make_shared<waiter>(io_.get_executor());
+      pending_.push_back({correlation, w});
+    }
+    queue_.push_back(std::move(o));
+    kick_writer();
+    if (!expect_response) co_return response{};
+    const bool done = co_await w->wait(timeout_);
+    if (!done) {
+      fail("request timed out");
+      co_return response{make_error(client_error::timed_out)};
+    }
+    if (w->code != 0) co_return response{make_error(w->code, dead_reason_)};
+    co_return response{error{}, std::move(w->frame)};
+  }
 
   awaitable<error> open() {
     boost::system::error_code ec;
@@ -626,6 +686,130 @@ struct client::impl {
         "after " + std::to_string(config.max_retries) + " retries: " + last.err.message;
     co_return last;
   }
+
+  // --- groups ---
+  std::map<std::string, int32_t> coordinators;  // group id -> broker id (a cache)
+
+  // Adds or updates a broker learned outside Metadata (a FindCoordinator answer).
+  void learn_broker(int32_t id, const std::string& host, int32_t port) {
+    for (auto& b : cluster.brokers)
+      if (b.id == id) {
+        if (b.host != host || b.port != port) {
+          b.host = host;
+          b.port = port;
+          connections.erase(id);
+        }
+        return;
+      }
+    cluster.brokers.push_back({id, host, port});
+  }
+
+  // One FindCoordinator round trip (no retries).
+  awaitable<coordinator_result> find_coordinator_once(const std::string& group) {
+    coordinator_result out;
+    auto [c, e] = co_await any_connection();
+    if (!c) {
+      out.err = e;
+      co_return out;
+    }
+    const int16_t v = c->pick(find_coordinator_request::api_key);
+    if (v < 0) {
+      out.err = make_error(client_error::unsupported, "FindCoordinator");
+      co_return out;
+    }
+    find_coordinator_request rq;
+    rq.key = group;
+    rq.key_type = 0;
+    auto r = co_await c->call(rq, v);
+    if (r.err) {
+      out.err = r.err;
+      co_return out;
+    }
+    reader in(r.frame);
+    response_header h;
+    h.decode(in, response_header_version(find_coordinator_request::api_key, v));
+    find_coordinator_response resp;
+    if (!resp.decode(in, v) || !in.ok()) {
+      out.err = make_error(client_error::protocol, "bad FindCoordinator response");
+      co_return out;
+    }
+    if (resp.error_code != 0) {
+      out.err = make_error(resp.error_code, std::string(error_name(resp.error_code)) +
+                                                (resp.error_message && !resp.error_message->empty()
+                                                     ? ": " + *resp.error_message
+                                                     : ""));
+      co_return out;
+    }
+    out.coordinator = {resp.node_id, resp.host, resp.port};
+    learn_broker(resp.node_id, resp.host, resp.port);
+    coordinators[group] = resp.node_id;
+    co_return out;
+  }
+
+  awaitable<coordinator_result> find_coordinator(const std::string& group) {
+    coordinator_result last;
+    for (int attempt = 0; attempt <= config.max_retries; ++attempt) {
+      last = co_await find_coordinator_once(group);
+      if (!last.err || !refind_coordinator(last.err.code)) co_return last;
+      if (attempt == config.max_retries) break;
+      co_await backoff(attempt);
+      if (last.err.code == client_error::network) co_await refresh();
+    }
+    last.err.message =
+        "after " + std::to_string(config.max_retries) + " retries: " + last.err.message;
+    co_return last;
+  }
+
+  // Runs attempt_once(coordinator broker id) and returns its {error, ...} result, finding the
+  // coordinator again and retrying on the errors that a coordinator move explains. attempt_once's
+  // Result::err carries the code that decides (a group-level or the first partition's error).
+  template <class Result, class Attempt>
+  awaitable<Result> with_coordinator(const std::string& group, Attempt attempt_once) {
+    Result last;
+    for (int attempt = 0; attempt <= config.max_retries; ++attempt) {
+      int32_t broker = -1;
+      if (auto it = coordinators.find(group); it != coordinators.end()) {
+        broker = it->second;
+      } else {
+        auto f = co_await find_coordinator(group);
+        if (f.err) {
+          last = Result{};
+          last.err = f.err;
+          co_return last;
+        }
+        broker = f.coordinator.id;
+      }
+      last = co_await attempt_once(broker);
+      if (!last.err || !refind_coordinator(last.err.code)) co_return last;
+      coordinators.erase(group);
+      if (attempt == config.max_retries) break;
+      co_await backoff(attempt);
+    }
+    last.err.message =
+        "after " + std::to_string(config.max_retries) + " retries: " + last.err.message;
+    co_return last;
+  }
+
+  awaitable<client::raw_response> send_to(int32_t broker, int16_t api_key,
+                                          const std::function<void(writer&, int16_t)>& encode) {
+    client::raw_response out;
+    auto [c, e] = co_await connection_to(broker);
+    if (!c) {
+      out.err = e;
+      co_return out;
+    }
+    out.version = c->pick(api_key);
+    if (out.version < 0) {
+      out.err = make_error(client_error::unsupported, "broker " + std::to_string(broker) +
+                                                          " serves no usable version of API " +
+                                                          std::to_string(api_key));
+      co_return out;
+    }
+    auto r = co_await c->call_with(api_key, out.version, encode);
+    out.err = r.err;
+    out.frame = std::move(r.frame);
+    co_return out;
+  }
 };
 
 client::client(asio::io_context& io, client_config config)
@@ -863,6 +1047,278 @@ awaitable<offset_result> client::list_offsets(std::string topic, int32_t partiti
         out.offset = p.offset;
         co_return out;
       });
+}
+
+awaitable<offset_result> client::offset_for_time(std::string topic, int32_t partition,
+                                                 int64_t timestamp_ms) {
+  co_return co_await list_offsets(std::move(topic), partition,
+                                  static_cast<offset_spec>(timestamp_ms));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Groups
+
+namespace {
+
+error group_error(int16_t code, const std::optional<std::string>& message = std::nullopt) {
+  std::string m(error_name(code));
+  if (message && !message->empty()) m += ": " + *message;
+  return make_error(code, std::move(m));
+}
+
+}  // namespace
+
+awaitable<client::raw_response> client::send_to(int32_t broker, int16_t api_key,
+                                                std::function<void(writer&, int16_t)> encode_body) {
+  auto self = impl_;
+  co_return co_await self->send_to(broker, api_key, encode_body);
+}
+
+awaitable<coordinator_result> client::find_coordinator(std::string group) {
+  auto self = impl_;
+  co_return co_await self->find_coordinator(group);
+}
+
+awaitable<list_groups_result> client::list_groups() {
+  auto self = impl_;
+  list_groups_result out;
+  if (auto e = co_await self->refresh()) {
+    out.err = e;
+    co_return out;
+  }
+  const std::vector<broker_info> brokers = self->cluster.brokers;
+  std::map<std::string, group_listing> merged;
+  for (const auto& b : brokers) {
+    error last;
+    for (int attempt = 0; attempt <= self->config.max_retries; ++attempt) {
+      list_groups_request rq;
+      auto r = co_await call_broker<list_groups_response>(b.id, rq);
+      last = r.err;
+      if (!last && r.body.error_code != 0) last = group_error(r.body.error_code);
+      if (!last) {
+        for (const auto& g : r.body.groups) {
+          group_listing l;
+          l.group_id = g.group_id;
+          l.protocol_type = g.protocol_type;
+          l.state = g.group_state;
+          l.coordinator = b.id;
+          merged[g.group_id] = std::move(l);
+        }
+        break;
+      }
+      // A coordinator still loading its groups answers COORDINATOR_LOAD_IN_PROGRESS: ask again.
+      if (last.code != error_code::coordinator_load_in_progress &&
+          last.code != client_error::timed_out)
+        break;
+      if (attempt < self->config.max_retries) co_await self->backoff(attempt);
+    }
+    if (last && !out.err) {
+      out.err = last;
+      out.err.message = "broker " + std::to_string(b.id) + ": " + last.message;
+    }
+  }
+  for (auto& [id, l] : merged)
+    out.groups.push_back(std::move(l));
+  co_return out;
+}
+
+awaitable<describe_groups_result> client::describe_groups(std::vector<std::string> groups) {
+  auto self = impl_;
+  describe_groups_result out;
+  for (const auto& group : groups) {
+    auto d = co_await self->with_coordinator<group_description>(
+        group, [&](int32_t broker) -> awaitable<group_description> {
+          group_description gd;
+          gd.group_id = group;
+          gd.coordinator = broker;
+          describe_groups_request rq;
+          rq.groups.push_back(group);
+          auto r = co_await call_broker<describe_groups_response>(broker, rq);
+          if (r.err) {
+            gd.err = r.err;
+            co_return gd;
+          }
+          if (r.body.groups.empty()) {
+            gd.err = make_error(client_error::protocol, "empty DescribeGroups response");
+            co_return gd;
+          }
+          const auto& g = r.body.groups.front();
+          if (g.error_code != 0) {
+            gd.err = group_error(g.error_code);
+            co_return gd;
+          }
+          gd.state = g.group_state;
+          gd.protocol_type = g.protocol_type;
+          gd.protocol = g.protocol_data;
+          for (const auto& m : g.members) {
+            group_member gm;
+            gm.member_id = m.member_id;
+            gm.group_instance_id = m.group_instance_id;
+            gm.client_id = m.client_id;
+            gm.client_host = m.client_host;
+            gm.metadata = m.member_metadata;
+            gm.assignment = m.member_assignment;
+            gd.members.push_back(std::move(gm));
+          }
+          co_return gd;
+        });
+    d.group_id = group;
+    out.groups.push_back(std::move(d));
+  }
+  co_return out;
+}
+
+awaitable<offset_fetch_result> client::offset_fetch(
+    std::string group, std::optional<std::vector<topic_partition>> partitions) {
+  auto self = impl_;
+  co_return co_await self->with_coordinator<offset_fetch_result>(
+      group, [&](int32_t broker) -> awaitable<offset_fetch_result> {
+        offset_fetch_result out;
+        offset_fetch_request rq;
+        rq.group_id = group;
+        if (partitions) {
+          rq.topics.emplace();
+          for (const auto& tp : *partitions) {
+            auto it = std::find_if(rq.topics->begin(), rq.topics->end(),
+                                   [&](const auto& t) { return t.name == tp.topic; });
+            if (it == rq.topics->end()) {
+              rq.topics->emplace_back();
+              it = rq.topics->end() - 1;
+              it->name = tp.topic;
+            }
+            it->partition_indexes.push_back(tp.partition);
+          }
+        }
+        auto r = co_await call_broker<offset_fetch_response>(broker, rq);
+        if (r.err) {
+          out.err = r.err;
+          co_return out;
+        }
+        if (r.body.error_code != 0) {
+          out.err = group_error(r.body.error_code);
+          co_return out;
+        }
+        for (const auto& t : r.body.topics)
+          for (const auto& p : t.partitions) {
+            if (p.error_code != 0 && !out.err) out.err = group_error(p.error_code);
+            out.offsets.push_back(
+                {t.name, p.partition_index, p.committed_offset, p.metadata, p.error_code});
+          }
+        std::sort(out.offsets.begin(), out.offsets.end(), [](const auto& a, const auto& b) {
+          return std::tie(a.topic, a.partition) < std::tie(b.topic, b.partition);
+        });
+        co_return out;
+      });
+}
+
+awaitable<offset_commit_result> client::offset_commit(std::string group,
+                                                      std::vector<partition_offset> offsets) {
+  auto self = impl_;
+  co_return co_await self->with_coordinator<offset_commit_result>(
+      group, [&](int32_t broker) -> awaitable<offset_commit_result> {
+        offset_commit_result out;
+        offset_commit_request rq;
+        rq.group_id = group;
+        rq.generation_id_or_member_epoch = -1;
+        rq.member_id = "";
+        for (const auto& o : offsets) {
+          auto it = std::find_if(rq.topics.begin(), rq.topics.end(),
+                                 [&](const auto& t) { return t.name == o.topic; });
+          if (it == rq.topics.end()) {
+            rq.topics.emplace_back();
+            it = rq.topics.end() - 1;
+            it->name = o.topic;
+          }
+          offset_commit_request::offset_commit_request_partition p;
+          p.partition_index = o.partition;
+          p.committed_offset = o.offset;
+          p.committed_metadata = o.metadata;
+          it->partitions.push_back(std::move(p));
+        }
+        auto r = co_await call_broker<offset_commit_response>(broker, rq);
+        if (r.err) {
+          out.err = r.err;
+          co_return out;
+        }
+        for (const auto& t : r.body.topics)
+          for (const auto& p : t.partitions) {
+            if (p.error_code != 0 && !out.err) out.err = group_error(p.error_code);
+            out.partitions.push_back({t.name, p.partition_index, -1, std::nullopt, p.error_code});
+          }
+        // Offsets match the request's order; copy the committed values back.
+        for (auto& p : out.partitions)
+          for (const auto& o : offsets)
+            if (o.topic == p.topic && o.partition == p.partition) p.offset = o.offset;
+        co_return out;
+      });
+}
+
+awaitable<delete_groups_result> client::delete_groups(std::vector<std::string> groups) {
+  auto self = impl_;
+  delete_groups_result out;
+  for (const auto& group : groups) {
+    struct one {
+      error err;
+    };
+    auto r = co_await self->with_coordinator<one>(group, [&](int32_t broker) -> awaitable<one> {
+      one o;
+      delete_groups_request rq;
+      rq.groups_names.push_back(group);
+      auto resp = co_await call_broker<delete_groups_response>(broker, rq);
+      if (resp.err) {
+        o.err = resp.err;
+        co_return o;
+      }
+      if (resp.body.results.empty()) {
+        o.err = make_error(client_error::protocol, "empty DeleteGroups response");
+        co_return o;
+      }
+      if (resp.body.results.front().error_code != 0)
+        o.err = group_error(resp.body.results.front().error_code);
+      co_return o;
+    });
+    out.results.emplace_back(group, r.err.code);
+    if (r.err && !out.err) out.err = r.err;
+  }
+  co_return out;
+}
+
+std::optional<consumer_assignment> decode_consumer_assignment(std::span<const std::byte> bytes) {
+  consumer_assignment a;
+  if (bytes.empty()) return a;
+  reader in(bytes);
+  a.version = in.get_int16();
+  const int32_t topics = in.get_array_length(false);
+  for (int32_t i = 0; i < topics && in.ok(); ++i) {
+    std::string topic = in.get_string(false);
+    const int32_t n = in.get_array_length(false);
+    std::vector<int32_t> parts;
+    for (int32_t j = 0; j < n && in.ok(); ++j)
+      parts.push_back(in.get_int32());
+    a.partitions.emplace_back(std::move(topic), std::move(parts));
+  }
+  if (!in.ok()) return std::nullopt;
+  // User data (nullable bytes); later versions add fields after it, ignored here.
+  if (in.remaining() >= 4) {
+    auto ud = in.get_nullable_bytes(false);
+    if (!in.ok()) return std::nullopt;
+    if (ud) a.user_data = std::move(*ud);
+  }
+  return a;
+}
+
+std::vector<std::byte> encode_consumer_assignment(const consumer_assignment& a) {
+  writer w;
+  w.put_int16(a.version);
+  w.put_array_length(static_cast<int32_t>(a.partitions.size()), false);
+  for (const auto& [topic, parts] : a.partitions) {
+    w.put_string(topic, false);
+    w.put_array_length(static_cast<int32_t>(parts.size()), false);
+    for (int32_t p : parts)
+      w.put_int32(p);
+  }
+  w.put_bytes(a.user_data, false);
+  return w.flatten();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ struct flags {
 };
 
 inline flags parse(int argc, char** argv, int from) {
-  static const std::vector<std::string> switches = {"detach", "json"};
+  static const std::vector<std::string> switches = {"detach", "json", "execute", "to-earliest",
+                                                    "to-latest"};
   flags f;
   for (int i = from; i < argc; ++i) {
     std::string a = argv[i];

@@ -50,6 +50,18 @@ const char* help_text = R"(usage: keel <command> [flags]
                  [--key-separator SEP] [--bootstrap HOST:PORT,..]
                  prints one value per line (key SEP value with a separator); without --count,
                  stops once caught up with the high watermark
+  group list     [--bootstrap HOST:PORT,..] [--json]
+                 every consumer group (ListGroups on every broker): state, protocol type,
+                 coordinator
+  group describe GROUP [--bootstrap HOST:PORT,..] [--json]
+                 state, protocol, members (client id, host, assigned partitions), committed
+                 offsets and lag (high watermark - committed) per partition
+  group delete GROUP [--bootstrap HOST:PORT,..]
+                 deletes an inactive group and its committed offsets
+  group reset-offsets GROUP --topic T (--to-earliest | --to-latest | --to-offset N |
+                 --to-timestamp MS) [--execute] [--bootstrap HOST:PORT,..]
+                 prints the new offset of every partition of T; commits them only with
+                 --execute, and only while the group has no active members
   bench produce --topic T [--bootstrap HOST:PORT,..] [--partitions N [--replication-factor N]]
                  [--record-bytes 1024] [--batch-records 64] [--records M | --seconds 10]
                  [--acks -1] [--in-flight 4] [--connections 1] [--rate RECORDS_PER_S] [--json]
@@ -59,8 +71,11 @@ const char* help_text = R"(usage: keel <command> [flags]
                  at the end. With --rate, latency counts from each batch's intended send time.
   bench consume --topic T [--bootstrap HOST:PORT,..] [--max-bytes 4194304] [--records M] [--json]
                  fetches every partition from its start to its end as of now
+  bench commit  --topic T [--group G] [--concurrency 64] [--commits M | --seconds 10] [--json]
+                 simple OffsetCommits (one partition each) to one group, so one coordinator;
+                 commits/s and latency p50/p99/p99.9
 Addresses: cluster status and topic create/delete/list speak the admin protocol to a broker's
-RPC address (default 127.0.0.1:19092); topic describe, produce, consume and bench speak the
+RPC address (default 127.0.0.1:19092); topic describe, produce, consume, group and bench speak the
 Kafka protocol to a comma-separated list of Kafka addresses (default 127.0.0.1:9092).
 )";
 
@@ -82,13 +97,19 @@ std::string json_escape(const std::string& s) {
 }
 
 void print_cluster(const net::describe_cluster_response& d, bool json) {
+  std::map<int32_t, int> leads;  // partitions led, per broker
+  for (const auto& t : d.topics)
+    for (const auto& p : t.partitions)
+      if (p.leader >= 0) ++leads[p.leader];
   if (json) {
     std::printf("{\"controller\": %d, \"brokers\": [", d.controller);
     for (size_t i = 0; i < d.brokers.size(); ++i) {
       const auto& b = d.brokers[i];
-      std::printf("%s{\"id\": %d, \"kafka\": \"%s:%u\", \"rpc\": \"%s:%u\", \"alive\": %s}",
-                  i ? ", " : "", b.id, json_escape(b.kafka_host).c_str(), b.kafka_port,
-                  json_escape(b.rpc_host).c_str(), b.rpc_port, b.alive ? "true" : "false");
+      std::printf(
+          "%s{\"id\": %d, \"kafka\": \"%s:%u\", \"rpc\": \"%s:%u\", \"alive\": %s, "
+          "\"leaders\": %d}",
+          i ? ", " : "", b.id, json_escape(b.kafka_host).c_str(), b.kafka_port,
+          json_escape(b.rpc_host).c_str(), b.rpc_port, b.alive ? "true" : "false", leads[b.id]);
     }
     std::printf("], \"topics\": [");
     for (size_t i = 0; i < d.topics.size(); ++i) {
@@ -114,8 +135,9 @@ void print_cluster(const net::describe_cluster_response& d, bool json) {
   std::printf("controller: %s\n",
               d.controller >= 0 ? std::to_string(d.controller).c_str() : "none elected");
   for (const auto& b : d.brokers)
-    std::printf("broker %d  kafka %s:%u  rpc %s:%u  %s\n", b.id, b.kafka_host.c_str(), b.kafka_port,
-                b.rpc_host.c_str(), b.rpc_port, b.alive ? "alive" : "unreachable");
+    std::printf("broker %d  kafka %s:%u  rpc %s:%u  %s  leads %d partitions\n", b.id,
+                b.kafka_host.c_str(), b.kafka_port, b.rpc_host.c_str(), b.rpc_port,
+                b.alive ? "alive" : "unreachable", leads[b.id]);
   for (const auto& t : d.topics) {
     std::printf("topic %s\n", t.name.c_str());
     for (const auto& p : t.partitions) {
@@ -417,7 +439,16 @@ int main(int argc, char** argv) {
     const std::string verb = f.positional.size() > 1 ? f.positional[1] : "";
     if (verb == "produce") return cli::bench_produce(f);
     if (verb == "consume") return cli::bench_consume(f);
-    die("bench: expected produce or consume", 2);
+    if (verb == "commit") return cli::bench_commit(f);
+    die("bench: expected produce, consume or commit", 2);
+  }
+  if (cmd == "group") {
+    const std::string verb = f.positional.size() > 1 ? f.positional[1] : "";
+    if (verb == "list") return cli::group_list(f);
+    if (verb == "describe") return cli::group_describe(f);
+    if (verb == "delete") return cli::group_delete(f);
+    if (verb == "reset-offsets") return cli::group_reset_offsets(f);
+    die("group: expected list, describe, delete or reset-offsets", 2);
   }
   std::fputs(help_text, stderr);
   return 2;

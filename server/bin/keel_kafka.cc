@@ -30,8 +30,9 @@ using asio::use_awaitable;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
-
 const char* default_kafka_bootstrap = "127.0.0.1:9092";
+
+}  // namespace
 
 kafka::client_config config_from(const flags& f) {
   kafka::client_config c;
@@ -66,6 +67,8 @@ int run(std::function<awaitable<int>(asio::io_context&)> body) {
   io.run();
   return code;
 }
+
+namespace {
 
 std::string describe(const kafka::error& e) {
   return e.message;
@@ -549,6 +552,79 @@ int bench_consume(const flags& f) {
     co_await reporter(io, "consume", json, s, done, start);
     const double elapsed = std::chrono::duration<double>(last_done - start).count();
     print_line("consume", json, true, elapsed, elapsed, s.records, s.bytes, s.total, s.errors);
+    print_errors(s);
+    co_return s.records > 0 ? 0 : 1;
+  });
+}
+
+// keel bench commit: simple (generation -1, empty member id) OffsetCommits of one partition
+// each, --concurrency outstanding at a time, all to one group (so through one coordinator).
+int bench_commit(const flags& f) {
+  const std::string topic = f.get("topic", "");
+  if (topic.empty()) die("bench commit: --topic is required", 2);
+  const std::string group = f.get("group", "keel-bench-commit");
+  const int concurrency = static_cast<int>(f.get_int("concurrency", 64));
+  const long long commits_target = f.get_int("commits", -1);
+  const double seconds = std::stod(f.get("seconds", commits_target < 0 ? "10" : "0"));
+  const bool json = f.has("json");
+  if (concurrency < 1) die("--concurrency must be >= 1", 2);
+  return run([&](asio::io_context& io) -> awaitable<int> {
+    kafka::client c(io, config_from(f));
+    if (auto e = co_await c.connect()) die(describe(e));
+    if (!co_await await_leaders(io, c, topic, std::chrono::seconds(30)))
+      die("topic " + topic + " has no leader for every partition after 30 s");
+    const int32_t partitions = c.partition_count(topic);
+    auto coordinator = co_await c.find_coordinator(group);
+    if (coordinator.err) die("find coordinator of " + group + ": " + coordinator.err.message);
+    if (!json)
+      std::printf(
+          "bench commit: group %s (coordinator broker %d), topic %s (%d partitions), one "
+          "partition per commit, %d in flight\n",
+          group.c_str(), coordinator.coordinator.id, topic.c_str(), partitions, concurrency);
+    bench_stats s;
+    bool done = false;
+    const auto start = clock_type::now();
+    const auto deadline = seconds > 0 ? start + std::chrono::duration_cast<clock_type::duration>(
+                                                    std::chrono::duration<double>(seconds))
+                                      : clock_type::time_point::max();
+    long long claimed = 0;
+    int64_t next_offset = 0;
+    int workers = concurrency;
+    auto last_done = start;
+    for (int k = 0; k < concurrency; ++k) {
+      asio::co_spawn(
+          io,
+          [&, k]() -> awaitable<void> {
+            for (;;) {
+              if (commits_target >= 0 && claimed >= commits_target) break;
+              const auto sent = clock_type::now();
+              if (sent >= deadline) break;
+              ++claimed;
+              std::vector<kafka::partition_offset> offsets(1);
+              offsets[0].topic = topic;
+              offsets[0].partition = k % partitions;
+              offsets[0].offset = ++next_offset;
+              auto r = co_await c.offset_commit(group, std::move(offsets));
+              const auto now = clock_type::now();
+              if (r.err) {
+                s.failed(r.err);
+                --claimed;
+                if (s.errors > 1000) die("too many commit errors: " + r.err.message);
+                co_await sleep_for(io, std::chrono::milliseconds(50));
+                continue;
+              }
+              s.ok(1, 0, now - sent);
+              last_done = now;
+            }
+            if (--workers == 0) done = true;
+          },
+          asio::detached);
+    }
+    co_await reporter(io, "commit", json, s, done, start);
+    while (!done)
+      co_await sleep_for(io, std::chrono::milliseconds(10));
+    const double elapsed = std::chrono::duration<double>(last_done - start).count();
+    print_line("commit", json, true, elapsed, elapsed, s.records, s.bytes, s.total, s.errors);
     print_errors(s);
     co_return s.records > 0 ? 0 : 1;
   });

@@ -267,8 +267,19 @@ void broker::on_frame(net::node_id from, uint16_t type, std::span<const std::byt
 
 void broker::ask_controller(uint8_t kind, std::vector<std::byte> body,
                             std::function<void(bool, const std::string&)> done) {
+  ask_controller_for(kind, std::move(body),
+                     [done = std::move(done)](const apply_result& r) { done(r.ok, r.error); });
+}
+
+void broker::ask_controller_for(uint8_t kind, std::vector<std::byte> body,
+                                controller_result_fn reply) {
+  auto done = [reply](bool ok, const std::string& error) {
+    apply_result r;
+    r.ok = ok;
+    r.error = error;
+    reply(r);
+  };
   if (controller_->is_leader()) {
-    auto reply = [done](const apply_result& r) { done(r.ok, r.error); };
     net::wire_reader r(body);
     switch (kind) {
       case kind_command:
@@ -315,7 +326,7 @@ void broker::ask_controller(uint8_t kind, std::vector<std::byte> body,
   w.put_bytes(body);
   if (!transport_->send(target, controller_request_frame, frame))
     return done(false, "not_controller: broker " + std::to_string(target) + " is unreachable");
-  controller_waiters_[id] = std::move(done);
+  controller_waiters_[id] = std::move(reply);
   // A request that gets no answer (a lost link, a crashed controller) fails after a bound.
   auto timer =
       std::make_shared<boost::asio::steady_timer>(shards_[0].runner->io(), std::chrono::seconds(5));
@@ -324,7 +335,10 @@ void broker::ask_controller(uint8_t kind, std::vector<std::byte> body,
     if (it == controller_waiters_.end()) return;
     auto fn = std::move(it->second);
     controller_waiters_.erase(it);
-    fn(false, "timed_out: the controller did not answer");
+    apply_result r;
+    r.ok = false;
+    r.error = "timed_out: the controller did not answer";
+    fn(r);
   });
 }
 
@@ -382,32 +396,81 @@ void broker::on_controller_request(net::node_id from, std::span<const std::byte>
   const uint8_t kind = r.get<uint8_t>();
   auto body = r.get_bytes(1 << 20);
   if (!r.ok()) return log_line("malformed controller request from broker " + std::to_string(from));
-  auto answer = [this, from, id](bool ok, const std::string& error) {
+  // The response: u64 id, u8 ok, str error, then u8 has_block [i64 first, i64 size] (the
+  // producer id block of allocate_producer_ids).
+  auto answer = [this, from, id](const apply_result& a) {
     std::vector<std::byte> out;
     net::wire_writer w(out);
     w.put<uint64_t>(id);
-    w.put<uint8_t>(ok);
-    w.put_string(error);
+    w.put<uint8_t>(a.ok);
+    w.put_string(a.error);
+    w.put<uint8_t>(a.allocated.has_value());
+    if (a.allocated) {
+      w.put<int64_t>(a.allocated->first);
+      w.put<int64_t>(a.allocated->size);
+    }
     (void)transport_->send(from, controller_response_frame, out);
   };
   if (!controller_->is_leader()) {
     const int32_t l = controller_->leader();
-    return answer(false, "not_controller: the controller is " + std::to_string(l));
+    apply_result r;
+    r.ok = false;
+    r.error = "not_controller: the controller is " + std::to_string(l);
+    return answer(r);
   }
-  ask_controller(kind, std::vector<std::byte>(body.begin(), body.end()), answer);
+  ask_controller_for(kind, std::vector<std::byte>(body.begin(), body.end()), answer);
 }
 
 void broker::on_controller_response(std::span<const std::byte> payload) {
   net::wire_reader r(payload);
   const uint64_t id = r.get<uint64_t>();
-  const bool ok = r.get<uint8_t>() != 0;
-  const std::string error = r.get_string(1 << 16);
+  apply_result a;
+  a.ok = r.get<uint8_t>() != 0;
+  a.error = r.get_string(1 << 16);
+  if (r.remaining() > 0 && r.get<uint8_t>() != 0) {
+    producer_id_block b;
+    b.first = r.get<int64_t>();
+    b.size = r.get<int64_t>();
+    a.allocated = b;
+  }
   if (!r.ok()) return;
   auto it = controller_waiters_.find(id);
   if (it == controller_waiters_.end()) return;
   auto fn = std::move(it->second);
   controller_waiters_.erase(it);
-  fn(ok, error);
+  fn(a);
+}
+
+void broker::next_producer_id(std::function<void(int64_t, const std::string&)> done) {
+  auto& p = producer_ids_;
+  if (p.next < p.end) return done(p.next++, {});
+  p.waiters.push_back(std::move(done));
+  if (p.fetching) return;
+  p.fetching = true;
+  ask_controller_for(kind_command,
+                     encode_allocate_producer_ids(config_.node_id, producer_id_block_size),
+                     [this](const apply_result& a) {
+                       auto& p = producer_ids_;
+                       p.fetching = false;
+                       std::string error = a.ok ? "" : a.error;
+                       if (a.ok && (!a.allocated || a.allocated->size <= 0))
+                         error = "the controller allocated no producer ids";
+                       if (error.empty()) {
+                         p.next = a.allocated->first;
+                         p.end = a.allocated->first + a.allocated->size;
+                       } else {
+                         log_line("producer id block not allocated: " + error);
+                       }
+                       auto waiters = std::move(p.waiters);
+                       p.waiters.clear();
+                       for (auto& w : waiters) {
+                         if (p.next < p.end)
+                           w(p.next++, {});
+                         else
+                           w(-1, error.empty() ? "producer id block exhausted" : error);
+                       }
+                       // Waiters beyond the block's size (more than 1000 at once) ask again.
+                     });
 }
 
 void broker::register_self() {

@@ -1,7 +1,7 @@
 #include "keel/server/kafka_frontend.h"
 
+#include <algorithm>
 #include <cstdio>
-#include <regex>
 
 #include "kafka_support.h"
 #include "keel/server/broker.h"
@@ -45,6 +45,7 @@ constexpr served_api served_apis[] = {
     {kafka::describe_groups_request::api_key, 0, 5},
     {kafka::delete_groups_request::api_key, 0, 2},
     {kafka::offset_delete_request::api_key, 0, 0},
+    {kafka::init_producer_id_request::api_key, 0, 4},
 };
 
 const served_api* find_served(int16_t key) {
@@ -54,9 +55,13 @@ const served_api* find_served(int16_t key) {
 }
 
 // KIP-511: client software names and versions are restricted to this pattern.
+// [a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?
 bool valid_software_field(const std::string& s) {
-  static const std::regex pattern("[a-zA-Z0-9](?:[a-zA-Z0-9\\-.]*[a-zA-Z0-9])?");
-  return std::regex_match(s, pattern);
+  auto alnum = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  };
+  if (s.empty() || !alnum(s.front()) || !alnum(s.back())) return false;
+  return std::all_of(s.begin(), s.end(), [&](char c) { return alnum(c) || c == '-' || c == '.'; });
 }
 
 }  // namespace
@@ -204,6 +209,11 @@ void kafka_frontend::on_request(net::kafka_request in, net::kafka_listener::resp
       KEEL_KAFKA_API(delete_groups, delete_groups)
       KEEL_KAFKA_API(offset_delete, offset_delete)
 #undef KEEL_KAFKA_API
+    case kafka::init_producer_id_request::api_key: {
+      kafka::init_producer_id_request m;
+      if (decode(m)) init_producer_id(rq, std::move(m));
+      return;
+    }
     default:
       return close(rq, "api key " + std::to_string(rq.api_key) + " has no handler");
   }

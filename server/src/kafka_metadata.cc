@@ -158,15 +158,21 @@ void kafka_frontend::metadata(const request& rq, kafka::metadata_request m) {
     } else if (may_create) {
       // As Kafka does: the topic is being created; the client asks again.
       x.error_code = error_code::leader_not_available;
-      const auto rf = static_cast<int16_t>(std::min<size_t>(
-          static_cast<size_t>(b.config_.default_replication_factor), state.brokers().size()));
-      b.request_create_topic(*want.name, b.config_.default_partitions, std::max<int16_t>(rf, 1), {},
-                             [](bool, const std::string&) {});
+      request_auto_create(*want.name);
     } else {
       x.error_code = error_code::unknown_topic_or_partition;
     }
   }
   answer(rq, out);
+}
+
+void kafka_frontend::request_auto_create(const std::string& topic) {
+  broker& b = broker_;
+  const auto rf = static_cast<int16_t>(
+      std::min<size_t>(static_cast<size_t>(b.config_.default_replication_factor),
+                       b.controller_->state().brokers().size()));
+  b.request_create_topic(topic, b.config_.default_partitions, std::max<int16_t>(rf, 1), {},
+                         [](bool, const std::string&) {});
 }
 
 void kafka_frontend::describe_cluster(const request& rq, kafka::describe_cluster_request) {

@@ -2,6 +2,7 @@
 // Shard 0 splits a request by partition, each partition's work runs on its own shard (where its
 // log and Raft group live), and the results come back to shard 0, which answers.
 #include <boost/asio/steady_timer.hpp>
+#include <cstdio>
 #include <deque>
 
 #include "kafka_support.h"
@@ -57,6 +58,118 @@ int16_t check_leader_epoch(int32_t client_epoch, int64_t term) {
 // Kafka's high watermark is the offset after the last committed one.
 int64_t kafka_high_watermark(const partition_host& h) {
   return h.high_watermark().value() + 1;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Idempotent producers: the partition's producer state on its leader (producer_state.h)
+
+namespace {
+
+void producer_log(const std::string& s) {
+  std::fprintf(stderr, "keel: producers: %s\n", s.c_str());
+  std::fflush(stderr);
+}
+
+std::string producer_error_message(int16_t code) {
+  switch (code) {
+    case error_code::invalid_producer_epoch:
+      return "the producer epoch is older than the partition's";
+    case error_code::out_of_order_sequence_number:
+      return "the base sequence does not follow the producer's last batch";
+    case error_code::unknown_producer_id:
+      return "the partition knows no batch of this producer and the sequence is not 0";
+    default:
+      return {};
+  }
+}
+
+// Builds the producer state for the current term if it was built for another (a new
+// leadership): from the newest usable snapshot, replaying the batch headers of the earlier terms'
+// entries (this term's data entries are all proposed here and recorded as they are). False when
+// the log is not written that far yet (the client retries).
+template <class Replica>
+bool ready_producer_state(Replica& r, engine::io_ring& ring) {
+  partition_host& h = *r.host;
+  const int64_t term = h.core().term().value();
+  if (r.producers && r.producers->term == term) return true;
+  const std::string name = r.topic + "-" + std::to_string(r.partition);
+  if (!r.producers) {
+    r.producers = std::make_unique<partition_producers>();
+    auto store = producer_snapshot_store::open(r.log->dir(), ring);
+    if (store)
+      r.producers->store = std::move(store).value();
+    else
+      producer_log(name + ": no producer snapshots: " + store.err().describe());
+  }
+  partition_producers& p = *r.producers;
+  const raft::log_view& log = h.core().log();
+  const int64_t until = log.last_at_or_below_term(log.last(), raft::term_id(term - 1)).value() + 1;
+  int64_t from = 0;
+  auto warn = [&name](const std::string& w) { producer_log(name + ": " + w); };
+  if (!rebuild_producer_state(*r.log, p.store.get(), until,
+                              static_cast<uint8_t>(raft::batch_type::data), p.state, from, warn))
+    return false;
+  p.term = term;
+  p.snapshot_offset = from;
+  p.bytes_since_snapshot = 0;
+  producer_log(name + ": producer state of term " + std::to_string(term) +
+               " built: " + std::to_string(p.state.size()) + " producers, log scanned over [" +
+               std::to_string(from) + ", " + std::to_string(until) + ")");
+  return true;
+}
+
+// Every snapshot_every_bytes or snapshot_every_offsets of growth, the state as of the high
+// watermark goes to the partition's snapshot file (through the ring), so a later rebuild scans
+// from there.
+template <class Replica>
+void maybe_snapshot_producers(Replica& r) {
+  partition_producers& p = *r.producers;
+  const int64_t next = r.host->high_watermark().value() + 1;
+  if (!p.store || p.store->busy() || next <= p.snapshot_offset) return;
+  if (p.bytes_since_snapshot < partition_producers::snapshot_every_bytes &&
+      next - p.snapshot_offset < partition_producers::snapshot_every_offsets)
+    return;
+  producer_state as_of = p.state;
+  as_of.truncate_from(next);
+  const std::string name = r.topic + "-" + std::to_string(r.partition);
+  p.store->save(as_of.encode_snapshot(next), [name](const std::string& error) {
+    if (!error.empty()) producer_log(name + ": producer snapshot not saved: " + error);
+  });
+  p.snapshot_offset = next;
+  p.bytes_since_snapshot = 0;
+}
+
+// A retry of a recorded batch: answered with its original offsets once it is committed (Kafka's
+// DUPLICATE_SEQUENCE_NUMBER semantics as librdkafka expects them: no error, the first offset),
+// never appended again. An original not committed yet is waited for (the commit listener); if
+// leadership is lost first, NOT_LEADER_OR_FOLLOWER (the client retries at the new leader).
+template <class Replica, class Reply>
+void answer_duplicate(Replica& r, const producer_batch& dup, int64_t start, Reply reply) {
+  static std::atomic<int> logged{0};  // shards share it: a few lines, not a flood
+  if (logged++ < 5)
+    producer_log(r.topic + "-" + std::to_string(r.partition) + ": a retried batch (offsets " +
+                 std::to_string(dup.first_offset) + "-" + std::to_string(dup.last_offset) +
+                 ") answered as a duplicate");
+  partition_host& h = *r.host;
+  if (h.high_watermark().value() >= dup.last_offset)
+    return reply(error_code::none, dup.first_offset, start, {});
+  const int64_t term = h.core().term().value();
+  auto wait = std::make_shared<std::function<void()>>();
+  std::weak_ptr<std::function<void()>> weak = wait;
+  *wait = [rp = &r, weak, term, dup, start, reply] {
+    partition_host& h = *rp->host;
+    if (!h.is_leader() || h.core().term().value() != term)
+      return reply(error_code::not_leader_or_follower, -1, -1, std::string());
+    if (h.high_watermark().value() >= dup.last_offset)
+      return reply(error_code::none, dup.first_offset, start, std::string());
+    auto again = weak.lock();
+    rp->commit_waiters.push_back(
+        {std::make_shared<std::atomic<bool>>(false), [again] { (*again)(); }});
+  };
+  // The waiters hold the function; it holds itself only weakly.
+  r.commit_waiters.push_back({std::make_shared<std::atomic<bool>>(false), [wait] { (*wait)(); }});
 }
 
 }  // namespace
@@ -118,6 +231,12 @@ void kafka_frontend::produce(const request& rq, kafka::produce_request m) {
         continue;
       }
       const partition_location at = locate(topic.name, part.index);
+      if (at.error == error_code::unknown_topic_or_partition &&
+          broker_.config_.auto_create_topics && !broker_.controller_->state().topic(topic.name) &&
+          valid_topic_name(topic.name)) {
+        // Auto-creation on Produce as on Metadata; the producer retries once it exists.
+        request_auto_create(topic.name);
+      }
       if (at.error) {
         fail(at.error, {});
         continue;
@@ -160,6 +279,20 @@ void kafka_frontend::produce(const request& rq, kafka::produce_request m) {
         const kafka::batch_validation v = kafka::validate_batch(bytes, limits);
         if (!v.ok()) return reply(static_cast<int16_t>(v.error), -1, -1, std::string(v.reason));
         const int64_t start = r.log->log_start().value();
+        const kafka::batch_header& bh = v.header;
+        partition_producers* producers = nullptr;
+        if (bh.producer_id >= 0) {
+          // Idempotence: the producer state decides before anything is proposed.
+          if (!ready_producer_state(r, broker_.shards_[k].runner->ring())) {
+            return reply(error_code::not_enough_replicas, -1, -1,
+                         "the new leader is still loading its producer state");
+          }
+          producers = r.producers.get();
+          const producer_state::verdict pv = producers->state.check(
+              bh.producer_id, bh.producer_epoch, bh.base_sequence, bh.last_offset_delta);
+          if (pv.error) return reply(pv.error, -1, -1, producer_error_message(pv.error));
+          if (pv.duplicate) return answer_duplicate(r, *pv.duplicate, start, reply);
+        }
         const raft::offset base = h.next_offset();
         kafka::stamp(bytes, base.value(), static_cast<int32_t>(h.core().term().value()));
         auto done = [reply, start](const proposal_outcome& o) {
@@ -178,6 +311,12 @@ void kafka_frontend::produce(const request& rq, kafka::produce_request m) {
                        -1, -1, proposed.err().describe());
         }
         KEEL_ASSERT(proposed->base == base, "a proposal took another offset than announced");
+        if (producers) {
+          producers->state.record(bh.producer_id, bh.producer_epoch, bh.base_sequence,
+                                  bh.last_offset_delta, base.value());
+          producers->bytes_since_snapshot += bytes.size();
+          maybe_snapshot_producers(r);
+        }
         if (acks == 0) reply(error_code::none, base.value(), start, {});
       });
     }

@@ -23,6 +23,7 @@
 #include "keel/server/controller.h"
 #include "keel/server/group_coordinator.h"
 #include "keel/server/partition_host.h"
+#include "keel/server/producer_state.h"
 #include "keel/server/shard.h"
 
 namespace keel::server {
@@ -68,6 +69,9 @@ class broker {
     // The commit index at the previous leader report: a follower whose match has reached it is
     // in sync (it keeps up with the leader within one report period).
     raft::offset isr_mark = raft::offset::none();
+    // Idempotent producers, on the leader (kafka_records.cc); built at a leadership's first
+    // idempotent produce.
+    std::unique_ptr<partition_producers> producers;
   };
   struct shard_state {
     std::unique_ptr<shard> runner;
@@ -103,6 +107,14 @@ class broker {
   void on_controller_response(std::span<const std::byte> payload);
   void ask_controller(uint8_t kind, std::vector<std::byte> body,
                       std::function<void(bool ok, const std::string& error)> done);
+  // As above, with the whole outcome (an allocated producer id block comes back in it).
+  using controller_result_fn = std::function<void(const apply_result&)>;
+  void ask_controller_for(uint8_t kind, std::vector<std::byte> body, controller_result_fn done);
+  // One new producer id from this broker's block, fetching another block of
+  // producer_id_block_size from the controller when it runs out (requests arriving meanwhile
+  // wait for it). `done` runs on shard 0 with the id, or -1 and why.
+  void next_producer_id(std::function<void(int64_t id, const std::string& error)> done);
+  static constexpr int64_t producer_id_block_size = 1000;
   using controller_done = std::function<void(bool ok, const std::string& error)>;
   void request_create_topic(const std::string& name, int32_t partitions, int16_t rf,
                             const std::map<std::string, std::string>& configs,
@@ -139,7 +151,12 @@ class broker {
   std::map<uint64_t, leader_entry> leaders_;
   std::map<int32_t, std::vector<raft::message>> heartbeat_requests_out_, heartbeat_responses_out_;
   bool heartbeat_flush_scheduled_ = false;
-  std::map<uint64_t, std::function<void(bool, const std::string&)>> controller_waiters_;
+  std::map<uint64_t, controller_result_fn> controller_waiters_;
+  struct {
+    int64_t next = 0, end = 0;  // the current block [next, end)
+    bool fetching = false;
+    std::vector<std::function<void(int64_t, const std::string&)>> waiters;
+  } producer_ids_;
   uint64_t next_request_id_ = 1;
   size_t seed_cursor_ = 0;
   bool registered_ = false;

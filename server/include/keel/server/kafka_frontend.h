@@ -59,6 +59,8 @@ class kafka_frontend {
 
   void api_versions(const request& rq, net::kafka::reader& in);
   void metadata(const request& rq, net::kafka::metadata_request m);
+  // Asks the controller to create `topic` with the broker's defaults (auto.create.topics.enable).
+  void request_auto_create(const std::string& topic);
   void describe_cluster(const request& rq, net::kafka::describe_cluster_request m);
   void describe_configs(const request& rq, net::kafka::describe_configs_request m);
   void create_topics(const request& rq, net::kafka::create_topics_request m);
@@ -83,6 +85,7 @@ class kafka_frontend {
   void fetch(const request& rq, net::kafka::fetch_request m);
   void list_offsets(const request& rq, net::kafka::list_offsets_request m);
   void offset_for_leader_epoch(const request& rq, net::kafka::offset_for_leader_epoch_request m);
+  void init_producer_id(const request& rq, net::kafka::init_producer_id_request m);
 
   // Where a topic partition lives, seen from shard 0: an error, or its group and shard here.
   struct partition_location {
