@@ -121,11 +121,11 @@ def leave_group(addr, group, member_id):
     return r if r == "closed" else r.take(">h")
 
 
-def offset_commit(addr, group, generation, member_id, offsets):
+def offset_commit(addr, group, generation, member_id, offsets, metadata=""):
     """OffsetCommit v2; offsets {(topic, partition): offset}: {(topic, partition): error}."""
     by_topic = {}
     for (t, p), o in offsets.items():
-        by_topic.setdefault(t, []).append(struct.pack(">iq", p, o) + s16(""))
+        by_topic.setdefault(t, []).append(struct.pack(">iq", p, o) + s16(metadata))
     body = (s16(group) + struct.pack(">i", generation) + s16(member_id)
             + struct.pack(">q", -1) + arr([s16(t) + arr(ps) for t, ps in by_topic.items()]))
     r = call(addr, 8, 2, body)

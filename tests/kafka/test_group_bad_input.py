@@ -23,8 +23,10 @@ REAL = "keel-bad-real"  # the real group
 RAW = "keel-bad-raw"    # a group with one raw-wire member
 
 UNKNOWN_TOPIC_OR_PARTITION = 3
+OFFSET_METADATA_TOO_LARGE = 12
 ILLEGAL_GENERATION = 22
 INCONSISTENT_GROUP_PROTOCOL = 23
+INVALID_GROUP_ID = 24
 UNKNOWN_MEMBER_ID = 25
 INVALID_SESSION_TIMEOUT = 26
 
@@ -253,6 +255,44 @@ def _():
     # The member still gets its assignment at its generation.
     err, a = w.sync_group(at, RAW, j["generation"], j["member_id"])
     assert err == 0 and a == w.consumer_assignment({TOPIC: [0, 1, 2]}), (err, a)
+
+
+@suite.check("JoinGroup with an empty group id: INVALID_GROUP_ID (24); OffsetCommit with 8 KiB "
+             "of metadata: OFFSET_METADATA_TOO_LARGE (12), nothing stored")
+def _():
+    at = coord("")
+    j = w.join_group(at, "", 10000)
+    expect("empty group id", j if j == "closed" else j["error"], INVALID_GROUP_ID)
+    j = S["raw"]
+    at = coord(RAW)
+    got = w.offset_commit(at, RAW, j["generation"], j["member_id"], {(TOPIC, 2): 9},
+                          metadata="m" * 8192)
+    expect("8 KiB metadata", got, {(TOPIC, 2): OFFSET_METADATA_TOO_LARGE})
+    assert w.offset_fetch(at, RAW, TOPIC, [2]) == {2: (-1, 0)}, w.offset_fetch(at, RAW, TOPIC, [2])
+
+
+@suite.check("SyncGroup from a leader with 3 MiB of assignments: an error, not a crash; the group "
+             "still answers and its member can join again")
+def _():
+    group = "keel-bad-big-sync"
+    j = w.retry(lambda: w.join_group(coord(group), group, 10000), "JoinGroup",
+                ok=lambda j: j != "closed" and j["error"] == 0)
+    at = coord(group)
+    got = w.sync_group(at, group, j["generation"], j["member_id"],
+                       [(j["member_id"], b"z" * (3 << 20))])
+    err = got if got == "closed" else got[0]
+    assert err != 0, f"a 3 MiB assignment was accepted: {err}"
+    suite.note(f"SyncGroup with 3 MiB of assignments -> {err}")
+    all_alive()
+    d = w.describe_group(at, group)
+    assert d["error"] == 0, d
+    j2 = w.join_group(at, group, 10000, member_id=j["member_id"])
+    assert j2 != "closed" and j2["error"] == 0, j2
+    got = w.sync_group(at, group, j2["generation"], j["member_id"],
+                       [(j["member_id"], w.consumer_assignment({TOPIC: [0]}))])
+    assert got != "closed" and got[0] == 0, got
+    assert w.describe_group(at, group)["state"] == "Stable"
+    assert w.leave_group(at, group, j["member_id"]) == 0
 
 
 @suite.check("afterwards: every broker serves, the real group is Stable with the same member and "

@@ -85,6 +85,14 @@ def group_scenario(strategy):
         took = time.time() - killed_at
         suite.note(f"{strategy}: kill -9 of {victim} (partitions {sorted(moved)}): the survivors "
                    f"own {[sorted(x) for x in a]} {took:.1f} s later")
+        # The coordinator agrees: two members, the six partitions split between them.
+        def two_members():
+            g = describe_group(c.bootstrap(), group)
+            owned = [decode_assignment(m.assignment).get(topic, []) for m in g.members]
+            return g.state == "Stable" and len(owned) == 2 and \
+                sorted(sum(owned, [])) == list(range(PARTITIONS))
+        c.wait_for("DescribeGroups: Stable, two members owning the six partitions", two_members,
+                   timeout=30)
         # The survivors consume from the moved partitions (a throttled librdkafka consumer may
         # drain one partition's backlog before the next: allow for it).
         c.wait_for("the survivors consuming the victim's partitions",
