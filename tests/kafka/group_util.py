@@ -202,3 +202,44 @@ def describe_group(bootstrap, group, timeout=15):
     groups = admin.list_groups(group, timeout=timeout)
     assert len(groups) == 1, [g.id for g in groups]
     return groups[0]
+
+
+class Trickle:
+    """A background producer: one message per partition every `interval` seconds, each
+    delivery recorded into `produced` {(partition, offset): value} (under `lock`)."""
+
+    def __init__(self, cluster, topic, partitions, prefix, produced, interval=0.05):
+        self.produced = produced
+        self.lock = threading.Lock()
+        self.errors = []
+        self.stop_ = threading.Event()
+        self.p = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all",
+                           "linger.ms": 5, "max.in.flight.requests.per.connection": 1,
+                           "message.timeout.ms": 120000})
+        self.topic, self.partitions, self.prefix, self.interval = topic, partitions, prefix, \
+            interval
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        def on_delivery(err, msg):
+            if err is not None:
+                self.errors.append(str(err))
+            else:
+                with self.lock:
+                    self.produced[(msg.partition(), msg.offset())] = msg.value().decode()
+        i = 0
+        while not self.stop_.is_set():
+            for part in range(self.partitions):
+                self.p.produce(self.topic, value=f"{self.prefix}-{part}-{i}".encode(),
+                               partition=part, on_delivery=on_delivery)
+            i += 1
+            self.p.poll(0)
+            time.sleep(self.interval)
+        self.left = self.p.flush(120)
+
+    def stop(self):
+        self.stop_.set()
+        self.t.join(150)
+        assert getattr(self, "left", 1) == 0, "the trickle producer left messages undelivered"
+        assert not self.errors, self.errors[:3]

@@ -2,11 +2,11 @@
 
 1. python3-confluent-kafka: three consumers, each its own process (group_consumer.py), in one
    group on a 6-partition RF 3 topic: every partition is owned by exactly one member; kill -9 of
-   one member moves its partitions to the other two within session.timeout.ms (6 s) plus a
-   margin; then everyone stops (a last synchronous commit) and a new set of three starts: it
-   begins exactly at the committed offsets, and across the runs every produced message was
-   consumed at least once. Once with the default (eager range) assignor, once with
-   cooperative-sticky.
+   one member, mid-stream (a producer is writing), moves its partitions to the other two within
+   session.timeout.ms (6 s) plus a margin; the survivors read everything produced and stop (a
+   last synchronous commit); more is produced while the group is down, and a new set of three
+   begins exactly at the committed offsets; across the runs every produced message was consumed
+   at least once. Once with the default (eager range) assignor, once with cooperative-sticky.
 2. kafkajs and kafka-python: two consumers of one group read a produced stream to the end with
    commits; the group's committed offsets (each client's own admin OffsetFetch) equal the end
    offsets.
@@ -20,17 +20,16 @@ import sys
 import threading
 import time
 
-from group_util import (HERE, Committed, ConsumerProc, create_topic, decode_assignment,
-                        describe_group, produce, watermarks)
+from group_util import (HERE, Committed, ConsumerProc, Trickle, create_topic,
+                        decode_assignment, describe_group, produce, watermarks)
 from kafka_harness import Suite
 
 suite = Suite(sys.argv[1])
 c = suite.cluster
 PARTITIONS = 6
-PER_PARTITION = 600
+PER_PARTITION = 200
 SESSION_MS = 6000
 MARGIN_S = 10  # on top of the session timeout: the survivors' heartbeat, rejoin and sync
-RATE = 40      # messages per second per consumer in the first run: data is left for the second
 
 
 def wait_assigned(procs, what, timeout):
@@ -62,11 +61,11 @@ def group_scenario(strategy):
     group = f"keel-group-{strategy}"
     create_topic(c, topic, PARTITIONS)
     produced = produce(c, topic, PARTITIONS, PER_PARTITION, strategy)
-    by_part = {p: sorted(o for (pp, o) in produced if pp == p) for p in range(PARTITIONS)}
 
-    first = [ConsumerProc(f"run1-{i}", c.bootstrap(), topic, group, strategy, SESSION_MS, RATE)
+    first = [ConsumerProc(f"run1-{i}", c.bootstrap(), topic, group, strategy, SESSION_MS)
              for i in range(3)]
     second = []
+    trickle = None
     try:
         a = wait_assigned(first, "three members", 60)
         suite.note(f"{strategy}: assignments {[sorted(x) for x in a]}")
@@ -76,7 +75,9 @@ def group_scenario(strategy):
         owned = [decode_assignment(m.assignment).get(topic, []) for m in g.members]
         assert len(owned) == 3 and sorted(sum(owned, [])) == list(range(PARTITIONS)), owned
 
-        time.sleep(2)  # some consumption and commits
+        # A producer keeps every partition busy: the victim dies mid-stream.
+        trickle = Trickle(c, topic, PARTITIONS, f"{strategy}-live", produced)
+        time.sleep(2)
         victim, survivors = first[0], first[1:]
         moved = victim.assignment()
         victim.kill9()
@@ -85,6 +86,7 @@ def group_scenario(strategy):
         took = time.time() - killed_at
         suite.note(f"{strategy}: kill -9 of {victim} (partitions {sorted(moved)}): the survivors "
                    f"own {[sorted(x) for x in a]} {took:.1f} s later")
+
         # The coordinator agrees: two members, the six partitions split between them.
         def two_members():
             g = describe_group(c.bootstrap(), group)
@@ -93,11 +95,22 @@ def group_scenario(strategy):
                 sorted(sum(owned, [])) == list(range(PARTITIONS))
         c.wait_for("DescribeGroups: Stable, two members owning the six partitions", two_members,
                    timeout=30)
-        # The survivors consume from the moved partitions (a throttled librdkafka consumer may
-        # drain one partition's backlog before the next: allow for it).
+        # The survivors consume from the moved partitions, then everything produced.
         c.wait_for("the survivors consuming the victim's partitions",
                    lambda: {p for s in survivors for p, *_ in s.consumed(killed_at)} >= moved,
-                   timeout=60)
+                   timeout=30)
+        time.sleep(1)
+        trickle.stop()
+        def unconsumed():
+            missing = set(produced) - {(p, o) for s in first for p, o, *_ in s.consumed()}
+            return {p: (min(o for pp, o in missing if pp == p), len([1 for pp, _ in missing
+                                                                     if pp == p]))
+                    for p in {p for p, _ in missing}}
+        deadline = time.time() + 60
+        while unconsumed() and time.time() < deadline:
+            time.sleep(0.2)
+        assert not unconsumed(), f"the first run left unconsumed {{partition: (first offset, " \
+                                 f"count)}}: {unconsumed()}"
         for s in survivors:
             s.stop()
         stopped = Committed(c.bootstrap(), group)
@@ -106,6 +119,9 @@ def group_scenario(strategy):
         finally:
             stopped.close()
         suite.note(f"{strategy}: committed after the first run {committed}")
+        # More while nobody consumes: the second run must begin exactly at the commits.
+        produced.update(produce(c, topic, PARTITIONS, 100, f"{strategy}-later"))
+        by_part = {p: sorted(o for (pp, o) in produced if pp == p) for p in range(PARTITIONS)}
 
         # The first run: every produced offset below the committed one was consumed, and each
         # committed offset is one past what the partition's last owner consumed and committed.
@@ -165,6 +181,10 @@ def group_scenario(strategy):
             if s.errors():
                 suite.note(f"{s}: {len(s.errors())} errors reported, first {s.errors()[0]}")
     except Exception:
+        if os.environ.get("KEEL_GROUP_EVENTS"):
+            with open(os.environ["KEEL_GROUP_EVENTS"], "w") as f:
+                json.dump({s.name: {"events": s.snapshot(), "stderr": s.stderr}
+                           for s in first + second}, f)
         for s in first + second:
             evs = [e for e in s.snapshot() if e["ev"] != "msgs"]
             print(f"--- {s}: {len(evs)} events besides messages, the last 12:\n"
@@ -172,6 +192,8 @@ def group_scenario(strategy):
                   + f"\nstderr: {''.join(s.stderr)[-1500:]}", flush=True)
         raise
     finally:
+        if trickle and not trickle.stop_.is_set():
+            trickle.stop_.set()
         for s in first + second:
             if s.proc.poll() is None:
                 s.proc.kill()
