@@ -230,15 +230,18 @@ void group_coordinator::join(const kafka::join_group_request& m, int16_t version
   if (m.session_timeout_ms < options_.min_session_timeout_ms ||
       m.session_timeout_ms > options_.max_session_timeout_ms)
     return fail(error_code::invalid_session_timeout);
-  if (m.protocol_type.empty() || m.protocols.empty()) return fail(error_code::inconsistent_group_protocol);
+  if (m.protocol_type.empty() || m.protocols.empty())
+    return fail(error_code::inconsistent_group_protocol);
   size_t metadata_bytes = 0;
   for (const auto& p : m.protocols)
     metadata_bytes += p.metadata.size() + p.name.size();
   // Every member's metadata is persisted in one group record: keep it well under a batch.
   if (metadata_bytes > max_member_metadata_bytes) return fail(error_code::invalid_request);
+  // Only the session timeout is bounded (as Kafka does): the rebalance timeout is the client's
+  // max.poll.interval.ms, which may well exceed group.max.session.timeout.ms (Kafka Streams used
+  // INT32_MAX); a member that stops heartbeating still leaves at its session timeout.
   const int32_t rebalance_timeout =
       version >= 1 && m.rebalance_timeout_ms > 0 ? m.rebalance_timeout_ms : m.session_timeout_ms;
-  if (rebalance_timeout > options_.max_session_timeout_ms) return fail(error_code::invalid_session_timeout);
 
   auto [it, created] = live_.try_emplace(m.group_id);
   group& g = it->second;
@@ -727,7 +730,8 @@ void group_coordinator::commit_offsets(const kafka::offset_commit_request& m,
     if (mit == g->members.end()) return fail_all(error_code::unknown_member_id);
     if (m.group_instance_id && mit->second.instance_id != m.group_instance_id)
       return fail_all(error_code::fenced_instance_id);
-    if (m.generation_id_or_member_epoch != g->generation) return fail_all(error_code::illegal_generation);
+    if (m.generation_id_or_member_epoch != g->generation)
+      return fail_all(error_code::illegal_generation);
     mit->second.last_heard_ms = now();
   }
   // The request's partitions, in request order, matched to `partitions`.
@@ -836,7 +840,8 @@ void group_coordinator::delete_group(const std::string& id, std::function<void(i
   if (int16_t s = status()) return done(s);
   group* g = live_group(id);
   if (g && !g->members.empty()) return done(error_code::non_empty_group);
-  if (!g && !offsets_.count(id) && !committed_.count(id)) return done(error_code::group_id_not_found);
+  if (!g && !offsets_.count(id) && !committed_.count(id))
+    return done(error_code::group_id_not_found);
   std::vector<kafka::record> records;
   const int64_t t = now();
   records.push_back(make_record(encode_group_key(id), std::nullopt, t));

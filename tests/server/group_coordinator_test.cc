@@ -167,6 +167,12 @@ TEST(group_coordinator, join_sync_heartbeat_and_a_second_member_rebalances) {
   EXPECT_EQ(f.heartbeat(a, 0), illegal_generation);
   EXPECT_EQ(f.heartbeat("nobody", 1), unknown_member_id);
   EXPECT_EQ(f.join(join_request("", 10)).error_code, invalid_session_timeout);
+  {
+    // A rebalance timeout past the maximum session timeout is fine (max.poll.interval.ms).
+    auto m = join_request("", 10000);
+    m.rebalance_timeout_ms = 2000000000;
+    EXPECT_EQ(f.join(m).error_code, member_id_required);
+  }
 
   // A second member: the first hears REBALANCE_IN_PROGRESS and rejoins; both get generation 2.
   const std::string b = f.join(join_request("")).member_id;
