@@ -133,6 +133,8 @@ void broker::start() {
 
 void broker::start_on_shard0() {
   auto& s0 = shards_[0];
+  // Before any replica exists: their commit listeners call into it from their shards.
+  kafka_ = std::make_unique<kafka_frontend>(*this);
   net::transport_config tc;
   tc.self = config_.node_id;
   tc.listen_host = config_.rpc_listen.host;
@@ -169,7 +171,6 @@ void broker::start_on_shard0() {
   controller_ = std::move(c).value();
   controller_->on_change([this] { reconcile(); });
   reconcile();
-  kafka_ = std::make_unique<kafka_frontend>(*this);
   try {
     kafka_->listen();
   } catch (const std::exception& e) {
@@ -592,8 +593,9 @@ void broker::ensure_replica(unsigned k, uint64_t group, desired_replica d) {
     go.offsets_retention_ms = config_.offsets_retention_minutes * 60 * 1000;
     stored.coordinator = std::make_unique<group_coordinator>(*stored.host, go);
   }
-  stored.host->on_commit([&stored](raft::offset) {
+  stored.host->on_commit([this, k, group, &stored](raft::offset) {
     if (stored.coordinator) stored.coordinator->on_commit();
+    if (kafka_) kafka_->follow_producers(k, group);
     auto waiters = std::move(stored.commit_waiters);
     stored.commit_waiters.clear();
     for (auto& w : waiters)

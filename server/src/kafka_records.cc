@@ -85,6 +85,20 @@ std::string producer_error_message(int16_t code) {
   }
 }
 
+template <class Replica>
+partition_producers& producers_of(Replica& r, engine::io_ring& ring) {
+  if (!r.producers) {
+    r.producers = std::make_unique<partition_producers>();
+    auto store = producer_snapshot_store::open(r.log->dir(), ring);
+    if (store)
+      r.producers->store = std::move(store).value();
+    else
+      producer_log(r.topic + "-" + std::to_string(r.partition) +
+                   ": no producer snapshots: " + store.err().describe());
+  }
+  return *r.producers;
+}
+
 // Builds the producer state for the current term if it was built for another (a new
 // leadership): from the newest usable snapshot, replaying the batch headers of the earlier terms'
 // entries (this term's data entries are all proposed here and recorded as they are). False when
@@ -95,15 +109,7 @@ bool ready_producer_state(Replica& r, engine::io_ring& ring) {
   const int64_t term = h.core().term().value();
   if (r.producers && r.producers->term == term) return true;
   const std::string name = r.topic + "-" + std::to_string(r.partition);
-  if (!r.producers) {
-    r.producers = std::make_unique<partition_producers>();
-    auto store = producer_snapshot_store::open(r.log->dir(), ring);
-    if (store)
-      r.producers->store = std::move(store).value();
-    else
-      producer_log(name + ": no producer snapshots: " + store.err().describe());
-  }
-  partition_producers& p = *r.producers;
+  partition_producers& p = producers_of(r, ring);
   const raft::log_view& log = h.core().log();
   const int64_t until = log.last_at_or_below_term(log.last(), raft::term_id(term - 1)).value() + 1;
   int64_t from = 0;
@@ -140,6 +146,57 @@ void maybe_snapshot_producers(Replica& r) {
   p.snapshot_offset = next;
   p.bytes_since_snapshot = 0;
 }
+
+}  // namespace
+
+void kafka_frontend::follow_producers(unsigned k, uint64_t group) {
+  auto& groups = broker_.shards_[k].groups;
+  auto it = groups.find(group);
+  if (it == groups.end()) return;
+  auto& r = it->second;
+  // The leader records its batches as it proposes them; __consumer_offsets has no producers.
+  if (r.coordinator || r.host->is_leader()) return;
+  engine::io_ring& ring = broker_.shards_[k].runner->ring();
+  partition_producers& p = producers_of(r, ring);
+  const raft::offset hw = r.host->high_watermark();
+  const int64_t next = hw.value() + 1;
+  if (p.term != partition_producers::following) {
+    const std::string name = r.topic + "-" + std::to_string(r.partition);
+    int64_t from = 0;
+    auto warn = [&name](const std::string& w) { producer_log(name + ": " + w); };
+    if (!rebuild_producer_state(*r.log, p.store.get(), next,
+                                static_cast<uint8_t>(raft::batch_type::data), p.state, from, warn))
+      return;
+    p.term = partition_producers::following;
+    p.snapshot_offset = from;
+    p.bytes_since_snapshot = 0;
+    p.followed_to = next;
+    return;
+  }
+  engine::read_options options;
+  options.verify_checksums = false;
+  while (p.followed_to < next) {
+    auto read = r.log->read(engine::offset(p.followed_to), 4 << 20, to_engine(hw), options);
+    if (!read || read->batches.empty()) {
+      p.term = -1;  // the log moved under us (a reset): rebuild at the next commit
+      return;
+    }
+    for (const auto& b : read->batches) {
+      if (b.header.last_offset.value() < p.followed_to) continue;
+      if (b.header.type == static_cast<uint8_t>(raft::batch_type::data)) {
+        auto h = kafka::parse_header(b.payload());
+        if (h && h->magic == kafka::batch_magic_v2 && h->producer_id >= 0)
+          p.state.record(h->producer_id, h->producer_epoch, h->base_sequence, h->last_offset_delta,
+                         b.header.base_offset.value());
+        p.bytes_since_snapshot += b.stored.size();
+      }
+      p.followed_to = b.header.last_offset.value() + 1;
+    }
+  }
+  maybe_snapshot_producers(r);
+}
+
+namespace {
 
 // A retry of a recorded batch: answered with its original offsets once it is committed (Kafka's
 // DUPLICATE_SEQUENCE_NUMBER semantics as librdkafka expects them: no error, the first offset),

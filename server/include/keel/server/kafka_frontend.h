@@ -37,6 +37,9 @@ class kafka_frontend {
   void listen();
   uint16_t port() const;
   void stop();
+  // On a follower replica's commit (its shard): its producer state follows the committed batches
+  // and is snapshotted like the leader's, so a new leader rebuilds from a recent snapshot.
+  void follow_producers(unsigned shard, uint64_t group);
 
   // One request being served: what it needs to answer, whatever thread finishes it.
   struct request {

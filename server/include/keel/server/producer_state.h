@@ -139,14 +139,19 @@ class producer_snapshot_store {
   std::function<void(const std::string&)> done_;
 };
 
-// A partition's producer state on its leader: the state, the term it was built for (another
-// term means another leadership: rebuild before serving), and the periodic snapshots.
+// A partition's producer state: on its leader, the state and the term it was built for (another
+// term means another leadership: rebuild before serving); on a follower, the state of the
+// committed log. Both take the periodic snapshots, so whichever replica leads next rebuilds from a
+// recent one.
 struct partition_producers {
   producer_state state;
   int64_t term = -1;  // -1: not built
   std::unique_ptr<producer_snapshot_store> store;
   int64_t snapshot_offset = -1;  // the next offset of the newest snapshot written or loaded
   uint64_t bytes_since_snapshot = 0;
+  // On a follower (term == following): the state covers the committed log below this offset.
+  static constexpr int64_t following = -2;
+  int64_t followed_to = 0;
   static constexpr int64_t snapshot_every_offsets = 100'000;
   static constexpr uint64_t snapshot_every_bytes = 64ull << 20;
 };
