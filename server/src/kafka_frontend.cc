@@ -137,83 +137,36 @@ void kafka_frontend::on_request(net::kafka_request in, net::kafka_listener::resp
   switch (rq.api_key) {
     case kafka::api_versions_request::api_key:
       return api_versions(rq, in_body);
-    case kafka::metadata_request::api_key: {
-      kafka::metadata_request m;
-      if (decode(m)) metadata(rq, std::move(m));
-      return;
-    }
-    case kafka::produce_request::api_key: {
-      kafka::produce_request m;
-      if (decode(m)) produce(rq, std::move(m));
-      return;
-    }
-    case kafka::fetch_request::api_key: {
-      kafka::fetch_request m;
-      if (decode(m)) fetch(rq, std::move(m));
-      return;
-    }
-    case kafka::list_offsets_request::api_key: {
-      kafka::list_offsets_request m;
-      if (decode(m)) list_offsets(rq, std::move(m));
-      return;
-    }
-    case kafka::find_coordinator_request::api_key: {
-      kafka::find_coordinator_request m;
-      if (decode(m)) find_coordinator(rq, std::move(m));
-      return;
-    }
-    case kafka::create_topics_request::api_key: {
-      kafka::create_topics_request m;
-      if (decode(m)) create_topics(rq, std::move(m));
-      return;
-    }
-    case kafka::delete_topics_request::api_key: {
-      kafka::delete_topics_request m;
-      if (decode(m)) delete_topics(rq, std::move(m));
-      return;
-    }
-    case kafka::offset_for_leader_epoch_request::api_key: {
-      kafka::offset_for_leader_epoch_request m;
-      if (decode(m)) offset_for_leader_epoch(rq, std::move(m));
-      return;
-    }
-    case kafka::describe_configs_request::api_key: {
-      kafka::describe_configs_request m;
-      if (decode(m)) describe_configs(rq, std::move(m));
-      return;
-    }
-    case kafka::create_partitions_request::api_key: {
-      kafka::create_partitions_request m;
-      if (decode(m)) create_partitions(rq, std::move(m));
-      return;
-    }
-    case kafka::describe_cluster_request::api_key: {
-      kafka::describe_cluster_request m;
-      if (decode(m)) describe_cluster(rq, std::move(m));
-      return;
-    }
-#define KEEL_KAFKA_API(name, handler)         \
-  case kafka::name##_request::api_key: {      \
-    kafka::name##_request m;                  \
-    if (decode(m)) handler(rq, std::move(m)); \
-    return;                                   \
+// Every other API: decode its body, then its handler (named as the API).
+#define KEEL_KAFKA_API(name)               \
+  case kafka::name##_request::api_key: {   \
+    kafka::name##_request m;               \
+    if (decode(m)) name(rq, std::move(m)); \
+    return;                                \
   }
-      KEEL_KAFKA_API(join_group, join_group)
-      KEEL_KAFKA_API(sync_group, sync_group)
-      KEEL_KAFKA_API(heartbeat, heartbeat)
-      KEEL_KAFKA_API(leave_group, leave_group)
-      KEEL_KAFKA_API(offset_commit, offset_commit)
-      KEEL_KAFKA_API(offset_fetch, offset_fetch)
-      KEEL_KAFKA_API(list_groups, list_groups)
-      KEEL_KAFKA_API(describe_groups, describe_groups)
-      KEEL_KAFKA_API(delete_groups, delete_groups)
-      KEEL_KAFKA_API(offset_delete, offset_delete)
+      KEEL_KAFKA_API(metadata)
+      KEEL_KAFKA_API(produce)
+      KEEL_KAFKA_API(fetch)
+      KEEL_KAFKA_API(list_offsets)
+      KEEL_KAFKA_API(find_coordinator)
+      KEEL_KAFKA_API(create_topics)
+      KEEL_KAFKA_API(delete_topics)
+      KEEL_KAFKA_API(offset_for_leader_epoch)
+      KEEL_KAFKA_API(describe_configs)
+      KEEL_KAFKA_API(create_partitions)
+      KEEL_KAFKA_API(describe_cluster)
+      KEEL_KAFKA_API(join_group)
+      KEEL_KAFKA_API(sync_group)
+      KEEL_KAFKA_API(heartbeat)
+      KEEL_KAFKA_API(leave_group)
+      KEEL_KAFKA_API(offset_commit)
+      KEEL_KAFKA_API(offset_fetch)
+      KEEL_KAFKA_API(list_groups)
+      KEEL_KAFKA_API(describe_groups)
+      KEEL_KAFKA_API(delete_groups)
+      KEEL_KAFKA_API(offset_delete)
+      KEEL_KAFKA_API(init_producer_id)
 #undef KEEL_KAFKA_API
-    case kafka::init_producer_id_request::api_key: {
-      kafka::init_producer_id_request m;
-      if (decode(m)) init_producer_id(rq, std::move(m));
-      return;
-    }
     default:
       return close(rq, "api key " + std::to_string(rq.api_key) + " has no handler");
   }

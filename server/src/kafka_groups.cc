@@ -311,13 +311,9 @@ void kafka_frontend::offset_fetch(const request& rq, kafka::offset_fetch_request
 
 void kafka_frontend::list_groups(const request& rq, kafka::list_groups_request m) {
   // Every coordinator this broker runs answers for its groups (Kafka's ListGroups is per broker).
-  struct gather {
-    kafka::list_groups_response out;
-    int outstanding = 1;
-  };
-  auto state = std::make_shared<gather>();
+  auto state = std::make_shared<gathered_response<kafka::list_groups_response>>();
   auto finish_one = [this, rq, state] {
-    if (--state->outstanding == 0) answer(rq, state->out);
+    if (--state->outstanding == 0) answer(rq, state->response);
   };
   const std::vector<std::string> states = m.states_filter;
   for (unsigned k = 0; k < broker_.shards_.size(); ++k) {
@@ -332,7 +328,7 @@ void kafka_frontend::list_groups(const request& rq, kafka::list_groups_request m
         for (const auto& x : found) {
           if (!states.empty() && std::find(states.begin(), states.end(), x.state) == states.end())
             continue;
-          auto& g = state->out.groups.emplace_back();
+          auto& g = state->response.groups.emplace_back();
           g.group_id = x.id;
           g.protocol_type = x.protocol_type;
           g.group_state = x.state;
@@ -345,15 +341,11 @@ void kafka_frontend::list_groups(const request& rq, kafka::list_groups_request m
 }
 
 void kafka_frontend::describe_groups(const request& rq, kafka::describe_groups_request m) {
-  struct gather {
-    kafka::describe_groups_response out;
-    int outstanding = 1;
-  };
-  auto state = std::make_shared<gather>();
+  auto state = std::make_shared<gathered_response<kafka::describe_groups_response>>();
   auto finish_one = [this, rq, state] {
-    if (--state->outstanding == 0) answer(rq, state->out);
+    if (--state->outstanding == 0) answer(rq, state->response);
   };
-  state->out.groups.resize(m.groups.size());
+  state->response.groups.resize(m.groups.size());
   for (size_t i = 0; i < m.groups.size(); ++i) {
     ++state->outstanding;
     const std::string id = m.groups[i];
@@ -366,7 +358,7 @@ void kafka_frontend::describe_groups(const request& rq, kafka::describe_groups_r
         d.error_code = error_code::not_coordinator;
       }
       run_on_shard0([state, i, finish_one, d = std::move(d)]() mutable {
-        state->out.groups[i] = std::move(d);
+        state->response.groups[i] = std::move(d);
         finish_one();
       });
     });
@@ -375,23 +367,19 @@ void kafka_frontend::describe_groups(const request& rq, kafka::describe_groups_r
 }
 
 void kafka_frontend::delete_groups(const request& rq, kafka::delete_groups_request m) {
-  struct gather {
-    kafka::delete_groups_response out;
-    int outstanding = 1;
-  };
-  auto state = std::make_shared<gather>();
+  auto state = std::make_shared<gathered_response<kafka::delete_groups_response>>();
   auto finish_one = [this, rq, state] {
-    if (--state->outstanding == 0) answer(rq, state->out);
+    if (--state->outstanding == 0) answer(rq, state->response);
   };
-  state->out.results.resize(m.groups_names.size());
+  state->response.results.resize(m.groups_names.size());
   for (size_t i = 0; i < m.groups_names.size(); ++i) {
     ++state->outstanding;
     const std::string id = m.groups_names[i];
-    state->out.results[i].group_id = id;
+    state->response.results[i].group_id = id;
     with_coordinator(id, [this, state, i, id, finish_one](group_coordinator* c) {
       auto done = [this, state, i, finish_one](int16_t error) {
         run_on_shard0([state, i, finish_one, error] {
-          state->out.results[i].error_code = error;
+          state->response.results[i].error_code = error;
           finish_one();
         });
       };

@@ -80,13 +80,6 @@ int16_t controller_error(const std::string& e) {
   return error_code::invalid_request;
 }
 
-// Answers once every part of a request has its result.
-template <class Response>
-struct pending_answer {
-  Response response;
-  int outstanding = 0;
-};
-
 }  // namespace
 
 void kafka_frontend::metadata(const request& rq, kafka::metadata_request m) {
@@ -259,12 +252,11 @@ void kafka_frontend::describe_configs(const request& rq, kafka::describe_configs
 
 void kafka_frontend::create_topics(const request& rq, kafka::create_topics_request m) {
   broker& b = broker_;
-  auto state = std::make_shared<pending_answer<kafka::create_topics_response>>();
+  auto state = std::make_shared<gathered_response<kafka::create_topics_response>>();
   std::set<std::string> seen;
   auto finish_one = [this, rq, state] {
     if (--state->outstanding == 0) answer(rq, state->response);
   };
-  state->outstanding = 1;  // held until every topic is under way
   for (const auto& t : m.topics) {
     const size_t index = state->response.topics.size();
     auto& x = state->response.topics.emplace_back();
@@ -342,11 +334,10 @@ void kafka_frontend::create_topics(const request& rq, kafka::create_topics_reque
 
 void kafka_frontend::delete_topics(const request& rq, kafka::delete_topics_request m) {
   broker& b = broker_;
-  auto state = std::make_shared<pending_answer<kafka::delete_topics_response>>();
+  auto state = std::make_shared<gathered_response<kafka::delete_topics_response>>();
   auto finish_one = [this, rq, state] {
     if (--state->outstanding == 0) answer(rq, state->response);
   };
-  state->outstanding = 1;
   std::vector<std::pair<std::optional<std::string>, kafka::uuid>> wanted;
   for (const auto& name : m.topic_names)
     wanted.emplace_back(name, kafka::uuid{});
@@ -386,11 +377,10 @@ void kafka_frontend::delete_topics(const request& rq, kafka::delete_topics_reque
 
 void kafka_frontend::create_partitions(const request& rq, kafka::create_partitions_request m) {
   broker& b = broker_;
-  auto state = std::make_shared<pending_answer<kafka::create_partitions_response>>();
+  auto state = std::make_shared<gathered_response<kafka::create_partitions_response>>();
   auto finish_one = [this, rq, state] {
     if (--state->outstanding == 0) answer(rq, state->response);
   };
-  state->outstanding = 1;
   for (const auto& t : m.topics) {
     const size_t index = state->response.results.size();
     auto& x = state->response.results.emplace_back();

@@ -602,19 +602,9 @@ void kafka_frontend::fetch_answer(std::shared_ptr<fetch_state> f) {
 // ---------------------------------------------------------------------------------------------
 // ListOffsets and OffsetForLeaderEpoch
 
-namespace {
-
-template <class Response>
-struct per_partition_answer {
-  Response response;
-  int outstanding = 1;
-};
-
-}  // namespace
-
 void kafka_frontend::list_offsets(const request& rq, kafka::list_offsets_request m) {
   constexpr int64_t latest = -1, earliest = -2, max_timestamp = -3;
-  auto state = std::make_shared<per_partition_answer<kafka::list_offsets_response>>();
+  auto state = std::make_shared<gathered_response<kafka::list_offsets_response>>();
   auto finish_one = [this, rq, state] {
     if (--state->outstanding == 0) answer(rq, state->response);
   };
@@ -689,7 +679,7 @@ void kafka_frontend::list_offsets(const request& rq, kafka::list_offsets_request
 
 void kafka_frontend::offset_for_leader_epoch(const request& rq,
                                              kafka::offset_for_leader_epoch_request m) {
-  auto state = std::make_shared<per_partition_answer<kafka::offset_for_leader_epoch_response>>();
+  auto state = std::make_shared<gathered_response<kafka::offset_for_leader_epoch_response>>();
   auto finish_one = [this, rq, state] {
     if (--state->outstanding == 0) answer(rq, state->response);
   };

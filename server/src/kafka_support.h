@@ -11,6 +11,14 @@
 
 namespace keel::server {
 
+// A response assembled from parts answered on several shards: the request is answered when
+// `outstanding` drops to zero. It starts at 1, held by the caller until every part is under way.
+template <class Response>
+struct gathered_response {
+  Response response;
+  int outstanding = 1;
+};
+
 template <class Body>
 void kafka_frontend::answer(const request& rq, const Body& body,
                             std::shared_ptr<const void> keep_alive) {
