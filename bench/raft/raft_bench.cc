@@ -118,6 +118,7 @@ double run_raft(const std::filesystem::path& dir, int batches, int inflight,
     o.core.self = raft::node_id(i);
     o.core.election_ticks = 10;
     o.core.heartbeat_ticks = 1;
+    o.core.stall_rounds = 5;  // as a broker sets it: half an election timeout
     o.core.max_inflight_bytes = 32 << 20;
     o.core.max_uncommitted_bytes = 256 << 20;
     o.initial_config.voters = {raft::node_id(1), raft::node_id(2), raft::node_id(3)};

@@ -3,6 +3,8 @@
 #define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
 #include <xxhash.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace keel::net {
@@ -29,15 +31,32 @@ T get(const std::byte* p) {
 
 }  // namespace
 
+namespace {
+
+// Fills the header at `p` for the payload that follows it.
+void write_header(std::byte* p, uint16_t type, std::span<const std::byte> payload) {
+  put<uint32_t>(p, static_cast<uint32_t>(12 + payload.size()));
+  put<uint16_t>(p + 4, frame_version);
+  put<uint16_t>(p + 6, type);
+  put<uint64_t>(p + 8, frame_checksum(p + 4, payload));
+}
+
+}  // namespace
+
 void encode_frame(std::vector<std::byte>& out, uint16_t type, std::span<const std::byte> payload) {
   const size_t at = out.size();
   out.resize(at + frame_header_size + payload.size());
   std::byte* p = out.data() + at;
-  put<uint32_t>(p, static_cast<uint32_t>(12 + payload.size()));
-  put<uint16_t>(p + 4, frame_version);
-  put<uint16_t>(p + 6, type);
   if (!payload.empty()) std::memcpy(p + frame_header_size, payload.data(), payload.size());
-  put<uint64_t>(p + 8, frame_checksum(p + 4, payload));
+  write_header(p, type, std::span(p + frame_header_size, payload.size()));
+}
+
+void seal_frame(std::vector<std::byte>& frame, uint16_t type) {
+  if (frame.size() < frame_header_size) {  // a programming error: no room for the header
+    std::fprintf(stderr, "keel: seal_frame: a frame built in place must start with its header\n");
+    std::abort();
+  }
+  write_header(frame.data(), type, std::span(frame).subspan(frame_header_size));
 }
 
 void frame_decoder::feed(std::span<const std::byte> bytes) {

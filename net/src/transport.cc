@@ -7,6 +7,7 @@
 #include <boost/asio/write.hpp>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <optional>
 
 namespace keel::net {
@@ -18,6 +19,8 @@ namespace {
 
 constexpr uint16_t hello_type = 1;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+// Frames gathered into one write: bounded so a write stays within a few writev calls.
+constexpr size_t max_frames_per_write = 256;
 
 void log_line(const std::string& s) {
   std::fprintf(stderr, "keel: transport: %s\n", s.c_str());
@@ -44,8 +47,12 @@ struct transport::link {
   bool up = false;
   bool dialing = false;
   bool writing = false;
-  std::vector<std::byte> queue;     // encoded frames not yet handed to a write
-  std::vector<std::byte> in_write;  // the bytes of the write in flight
+  // Encoded frames not yet handed to a write, each its own buffer: queueing never moves the
+  // frames already queued.
+  std::deque<std::vector<std::byte>> queue;
+  size_t queue_bytes = 0;
+  std::vector<std::vector<std::byte>> in_write;  // the frames of the write in flight
+  size_t in_write_bytes = 0;
   std::chrono::milliseconds backoff{0};
   asio::steady_timer timer;
 };
@@ -99,9 +106,24 @@ bool transport::send(node_id to, uint16_t type, std::span<const std::byte> paylo
   auto it = links_.find(to);
   if (it == links_.end() || stopped_) return false;
   link& l = *it->second;
-  if (l.queue.size() + frame_header_size + payload.size() > config_.send_queue_max_bytes)
+  if (l.queue_bytes + frame_header_size + payload.size() > config_.send_queue_max_bytes)
     return false;
-  encode_frame(l.queue, type, payload);
+  std::vector<std::byte> frame;
+  frame.reserve(frame_header_size + payload.size());
+  encode_frame(frame, type, payload);
+  l.queue_bytes += frame.size();
+  l.queue.push_back(std::move(frame));
+  start_writing(it->second);
+  return true;
+}
+
+bool transport::send_frame(node_id to, std::vector<std::byte> frame) {
+  auto it = links_.find(to);
+  if (it == links_.end() || stopped_) return false;
+  link& l = *it->second;
+  if (l.queue_bytes + frame.size() > config_.send_queue_max_bytes) return false;
+  l.queue_bytes += frame.size();
+  l.queue.push_back(std::move(frame));
   start_writing(it->second);
   return true;
 }
@@ -113,7 +135,7 @@ bool transport::connected(node_id peer) const {
 
 size_t transport::queued_bytes(node_id peer) const {
   auto it = links_.find(peer);
-  return it == links_.end() ? 0 : it->second->queue.size() + it->second->in_write.size();
+  return it == links_.end() ? 0 : it->second->queue_bytes + it->second->in_write_bytes;
 }
 
 void transport::stop() {
@@ -141,6 +163,7 @@ void transport::drop(const std::shared_ptr<link>& l, uint64_t generation,
   l->up = false;
   // Whatever was mid-write is lost with the socket; Raft resends what matters.
   l->in_write.clear();
+  l->in_write_bytes = 0;
   if (was_up && on_link_) on_link_(l->peer, false);
   if (l->peer < 0) {
     links_.erase(l->peer);  // client sessions are not redialled
@@ -163,6 +186,7 @@ void transport::attach(std::shared_ptr<link> l, tcp::socket socket, bool outboun
     }
     l->socket->close(ignored);  // the old one's coroutines see the generation change and end
     l->in_write.clear();
+    l->in_write_bytes = 0;
   }
   socket.set_option(tcp::no_delay(true), ignored);
   l->socket.emplace(std::move(socket));
@@ -355,11 +379,19 @@ void transport::start_writing(const std::shared_ptr<link>& l) {
   asio::co_spawn(
       io_,
       [this, l, generation = l->generation, alive = alive_]() -> asio::awaitable<void> {
-        // Everything queued while a write is in flight goes out together in the next one.
+        // Everything queued while a write is in flight goes out together in the next one, as
+        // one gathered write (up to max_frames_per_write frames).
+        std::vector<asio::const_buffer> buffers;
         while (generation == l->generation && !l->queue.empty()) {
-          std::swap(l->in_write, l->queue);
-          auto [ec, n] =
-              co_await asio::async_write(*l->socket, asio::buffer(l->in_write), use_tuple);
+          buffers.clear();
+          while (!l->queue.empty() && l->in_write.size() < max_frames_per_write) {
+            l->in_write.push_back(std::move(l->queue.front()));
+            l->queue.pop_front();
+            l->in_write_bytes += l->in_write.back().size();
+            l->queue_bytes -= l->in_write.back().size();
+            buffers.push_back(asio::buffer(l->in_write.back()));
+          }
+          auto [ec, n] = co_await asio::async_write(*l->socket, buffers, use_tuple);
           if (!*alive) co_return;
           if (generation != l->generation || stopped_) break;
           if (ec) {
@@ -368,6 +400,7 @@ void transport::start_writing(const std::shared_ptr<link>& l) {
             co_return;
           }
           l->in_write.clear();
+          l->in_write_bytes = 0;
         }
         l->writing = false;
         if (generation != l->generation) start_writing(l);  // a new socket took over

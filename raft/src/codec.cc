@@ -320,6 +320,19 @@ status validate(const message& m) {
 
 std::vector<std::byte> encode(const message& m) {
   std::vector<std::byte> out;
+  encode_into(out, m);
+  return out;
+}
+
+void encode_into(std::vector<std::byte>& out, const message& m) {
+  const size_t start = out.size();
+  if (const auto* a = std::get_if<append_request>(&m.body)) {
+    // One allocation for the whole message: the payloads dominate its size.
+    size_t payloads = 0;
+    for (const batch& b : a->batches)
+      payloads += b.payload.size() + 64;
+    out.reserve(start + 128 + payloads);
+  }
   writer w(out);
   w.put<uint16_t>(message_magic);
   w.put<uint8_t>(version);
@@ -329,8 +342,8 @@ std::vector<std::byte> encode(const message& m) {
   w.put<uint64_t>(m.to.value());
   put_term(w, m.term);
   put_body(w, m.body);
-  KEEL_RAFT_ASSERT(out.size() <= max_message_bytes, "encoded message exceeds the size limit");
-  return out;
+  KEEL_RAFT_ASSERT(out.size() - start <= max_message_bytes,
+                   "encoded message exceeds the size limit");
 }
 
 result<message> decode(std::span<const std::byte> bytes) {

@@ -420,7 +420,11 @@ void core::on_heartbeat_response(const message& m, const heartbeat_response& r) 
   } else {
     // Pipelined requests can be lost, or rejected after a later one was accepted (the
     // rejection is then stale and ignored). Either way acks stop: fall back to probing.
-    if (pr.inflight.count() > 0 && pr.match == pr.stall_mark) pr.become_probe();
+    if (pr.inflight.count() > 0 && pr.match == pr.stall_mark) {
+      if (++pr.stalled_rounds >= options_.stall_rounds) pr.become_probe();
+    } else {
+      pr.stalled_rounds = 0;
+    }
     pr.stall_mark = pr.match;
   }
   if (pr.match < log_.last()) send_appends(m.from, false);
@@ -822,12 +826,28 @@ ready core::take_ready() {
   read_states_.clear();
   ready_outstanding_ = true;
   outstanding_has_reset_ = rd.reset.has_value();
+  outstanding_changes_term_or_vote_ = rd.hard_state_changes_term_or_vote;
   return rd;
+}
+
+std::vector<message> core::take_messages() {
+  std::vector<message> out;
+  const bool term_or_vote_unpersisted =
+      outstanding_changes_term_or_vote_ || term_ != hard_handed_.term || vote_ != hard_handed_.vote;
+  if (term_or_vote_unpersisted) return out;
+  // Stable: what stays keeps its order for the next Ready.
+  auto kept = std::stable_partition(outbox_.begin(), outbox_.end(),
+                                    [](const outgoing& o) { return o.after_persist; });
+  for (auto it = kept; it != outbox_.end(); ++it)
+    out.push_back(std::move(it->m));
+  outbox_.erase(kept, outbox_.end());
+  return out;
 }
 
 void core::advance() {
   KEEL_RAFT_ASSERT(ready_outstanding_, "advance() without an outstanding Ready");
   ready_outstanding_ = false;
+  outstanding_changes_term_or_vote_ = false;
   log_.on_persisted();
   if (outstanding_has_reset_) log_.on_reset_persisted();
   outstanding_has_reset_ = false;

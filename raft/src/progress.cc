@@ -41,6 +41,7 @@ const char* to_string(progress_state state) {
 }
 
 void progress::become_probe() {
+  stalled_rounds = 0;
   // Leaving reset: the follower has at least the reset point unless told otherwise.
   const offset from = state == progress_state::reset ? max(match, reset_offset) : match;
   state = progress_state::probe;
@@ -50,6 +51,7 @@ void progress::become_probe() {
 }
 
 void progress::become_replicate() {
+  stalled_rounds = 0;
   state = progress_state::replicate;
   next = match.next();
   probe_sent = false;

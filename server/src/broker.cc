@@ -82,6 +82,9 @@ raft::core_options broker::core_options(uint64_t group) const {
   o.self = raft::node_id(static_cast<uint64_t>(config_.node_id));
   o.election_ticks = config_.election_ticks;
   o.heartbeat_ticks = std::max(1, config_.election_ticks / 10);
+  // Half an election timeout without progress before a follower's appends count as lost: its
+  // fsync on a busy disk can outlast several heartbeats.
+  o.stall_rounds = std::max(1, config_.election_ticks / o.heartbeat_ticks / 2);
   return o;
 }
 
@@ -99,8 +102,25 @@ engine::log_config broker::log_config_for(const std::map<std::string, std::strin
 partition_host::message_sink broker::sink_for(unsigned shard) {
   if (shard == 0) return [this](raft::message m) { send_raft(std::move(m)); };
   return [this](raft::message m) {
-    shards_[0].runner->post([this, m = std::move(m)]() mutable { send_raft(std::move(m)); });
+    if (is_heartbeat(m)) {
+      // Coalesced with every group's heartbeats on shard 0.
+      shards_[0].runner->post([this, m = std::move(m)]() mutable { send_raft(std::move(m)); });
+      return;
+    }
+    // Encoded (the payload copy and its checksum) here, on the group's shard: shard 0 only
+    // queues the finished frame.
+    const auto to = static_cast<int32_t>(m.to.value());
+    shards_[0].runner->post([this, to, frame = raft_frame_of(m)]() mutable {
+      (void)transport_->send_frame(to, std::move(frame));  // a full queue drops it; Raft resends
+    });
   };
+}
+
+std::vector<std::byte> broker::raft_frame_of(const raft::message& m) {
+  std::vector<std::byte> frame(net::frame_header_size);
+  raft::codec::encode_into(frame, m);
+  net::seal_frame(frame, raft_frame);
+  return frame;
 }
 
 void broker::start() {
@@ -197,8 +217,7 @@ void broker::send_raft(raft::message m) {
     }
     return;
   }
-  const auto bytes = raft::codec::encode(m);
-  (void)transport_->send(to, raft_frame, bytes);  // a full queue drops it; Raft resends
+  (void)transport_->send_frame(to, raft_frame_of(m));  // a full queue drops it; Raft resends
 }
 
 void broker::flush_heartbeats() {
@@ -624,6 +643,13 @@ void broker::tick_shard(unsigned k) {
   for (auto& [g, r] : s.groups) {
     r.host->tick();
     if (r.coordinator) r.coordinator->tick();
+    if (r.host->is_leader() != r.was_leader) {
+      r.was_leader = !r.was_leader;
+      const raft::core& core = r.host->core();
+      log_line("partition " + r.topic + "-" + std::to_string(r.partition) + ": " +
+               (r.was_leader ? "leader" : "no longer leader") + " in term " +
+               std::to_string(core.term().value()));
+    }
   }
   s.logs->tick();
   const uint64_t ticks = s.runner->ticks();

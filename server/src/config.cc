@@ -285,7 +285,7 @@ std::string usage() {
   --default-partitions N           partitions of an auto-created topic (1)
   --default-replication-factor N   replicas of a new topic (3, or the broker count if fewer)
   --tick-ms N                      Raft tick (10)
-  --election-ticks N               election timeout in ticks (30)
+  --election-ticks N               election timeout in ticks (100)
   --auto-create-topics true|false  create topics on first use (true)
   --message-max-bytes N            largest record batch (1048588; topic: max.message.bytes)
   --max-request-bytes N            largest Kafka request (104857600)

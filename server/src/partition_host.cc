@@ -120,7 +120,14 @@ void partition_host::fail_proposals(const std::string& why) {
 }
 
 void partition_host::process_ready() {
-  if (ready_in_flight_ || !failure_.empty() || !core_->has_ready()) return;
+  if (!failure_.empty()) return;
+  if (ready_in_flight_) {
+    // Heartbeats and their replies must not wait for the fsync in flight (see take_messages).
+    for (raft::message& m : core_->take_messages())
+      sink_(std::move(m));
+    return;
+  }
+  if (!core_->has_ready()) return;
   // A proposal of an earlier term can still commit (a new leader keeps it) or be truncated; the
   // client cannot tell which, so it hears "not leader" and retries, as Kafka clients expect.
   if (core_->term() != proposals_term_ || !is_leader()) {

@@ -73,8 +73,16 @@ def _():
                        f"{highs[p]}, offset for timestamp 0: {lows[p]}")
         for off, key, value in recs:
             got[(p, off)] = (key, value)
-    assert got == want, f"{len(set(want.items()) ^ set(got.items()))} differences"
-    suite.state["want"] = want
+    missing = set(want.items()) - set(got.items())
+    assert not missing, f"{len(missing)} acknowledged messages not at their offsets"
+    # Without idempotence a send retried after a leader change may also have landed the first
+    # time (at-least-once, as in Kafka): extra records must be copies of sent messages.
+    sent = set(want.values())
+    extra = {k: v for k, v in got.items() if k not in want}
+    assert all(v in sent for v in extra.values()), "records nobody sent"
+    if extra:
+        suite.note(f"{len(extra)} records duplicated by retries after a leader change")
+    suite.state["want"] = got  # what the consumer half must read: the log, duplicates included
 
 
 @suite.check("kafkajs consumer (consumer group, subscribe fromBeginning) reads every message "
@@ -84,7 +92,7 @@ def _():
     if want is None:
         raise AssertionError("the produce half did not pass")
     p = subprocess.run(["node", os.path.join(HERE, "kafkajs_consume.js"), c.bootstrap(), TOPIC,
-                        str(COUNT), "keel-kafkajs-group"], capture_output=True, text=True,
+                        str(len(want)), "keel-kafkajs-group"], capture_output=True, text=True,
                        timeout=300, env={**os.environ, "KAFKAJS_NO_PARTITIONER_WARNING": "1"})
     assert p.returncode == 0, f"node exited {p.returncode}:\n{p.stderr[-4000:]}\n{p.stdout[-2000:]}"
     out = json.loads(p.stdout.strip().splitlines()[-1])

@@ -164,6 +164,7 @@ class simulation {
     co.max_inflight_messages = flow_.inflight_messages;
     co.max_inflight_bytes = flow_.inflight_bytes;
     co.max_append_bytes = flow_.append_bytes;
+    co.stall_rounds = flow_.stall_rounds;
     co.max_uncommitted_bytes = 16 << 10;
     boot_state b{n.hs, n.start_config, n.start_config_offset};
     n.c = std::make_unique<core>(co, n.log, random_, b);
@@ -180,6 +181,11 @@ class simulation {
 
   void drive(size_t i) {
     node& n = nodes_[i];
+    if (n.up && n.writing && !failed()) {
+      // As partition_host does: what needs no durability leaves while the write is in flight.
+      std::vector<message> early = n.c->take_messages();
+      transmit(i, early);
+    }
     while (n.up && !n.writing && n.c->has_ready() && !failed()) {
       ready rd = n.c->take_ready();
       write(i, rd);
@@ -780,9 +786,11 @@ class simulation {
     size_t inflight_messages;
     uint64_t inflight_bytes;
     uint64_t append_bytes;
+    int stall_rounds;
   };
-  flow_limits flow_ = flow_limits{size_t(2) << rng_.below(3), uint64_t(512) << rng_.below(4),
-                                  rng_.chance(1, 2) ? 1 : uint64_t(1024)};
+  flow_limits flow_ =
+      flow_limits{size_t(2) << rng_.below(3), uint64_t(512) << rng_.below(4),
+                  rng_.chance(1, 2) ? 1 : uint64_t(1024), 1 + static_cast<int>(rng_.below(3))};
   uint64_t loss_per_mille_ = profile_.loss_per_mille;
   uint64_t dup_per_mille_ = profile_.dup_per_mille;
 

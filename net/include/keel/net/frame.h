@@ -26,6 +26,9 @@ inline constexpr uint32_t frame_default_max_bytes = 64u << 20;
 
 // Appends one encoded frame to `out`.
 void encode_frame(std::vector<std::byte>& out, uint16_t type, std::span<const std::byte> payload);
+// Completes a frame built in place: `frame` holds frame_header_size bytes of room followed by
+// the payload; fills in the header and checksum (no copy of the payload).
+void seal_frame(std::vector<std::byte>& frame, uint16_t type);
 
 // Incremental decoder for a byte stream: feed() what arrived, then take frames with next().
 class frame_decoder {

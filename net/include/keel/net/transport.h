@@ -3,8 +3,8 @@
 // One TCP connection per pair of brokers: the broker with the lower node id dials, the other
 // accepts; the first frame on a connection is a hello naming the dialer. Both sides then send
 // and receive frames (frame.h) on it. Sends are queued per peer and written in batches (every
-// frame queued while a write is in flight goes out in the next write); a queue holds at most
-// send_queue_max_bytes, and send() says false beyond that, so the caller (Raft) retries later
+// frame queued while a write is in flight goes out in the next, gathered write); a queue holds at
+// most send_queue_max_bytes, and send() says false beyond that, so the caller (Raft) retries later
 // instead of growing memory. A broken link is redialled with jittered exponential backoff. A
 // peer that sends garbage, an oversized frame, or vanishes mid-frame is dropped with a logged
 // reason; the transport keeps serving every other link.
@@ -68,6 +68,8 @@ class transport {
   void add_peer(node_id id, std::string host, uint16_t port, bool bootstrap = false);
   // Queues one frame for `to`; false when the peer is unknown or its queue is full.
   bool send(node_id to, uint16_t type, std::span<const std::byte> payload);
+  // The same for a frame already encoded (seal_frame), handed over without a copy.
+  bool send_frame(node_id to, std::vector<std::byte> frame);
   bool connected(node_id peer) const;
   size_t queued_bytes(node_id peer) const;
   // Closes every link and the listener; pending coroutines end on the io_context.

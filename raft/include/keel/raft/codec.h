@@ -31,6 +31,8 @@ inline constexpr size_t max_members = 1024;
 inline constexpr size_t max_heartbeats_per_frame = 1 << 20;
 
 std::vector<std::byte> encode(const message& m);
+// The same, appended to `out` (a transport frame built in place: no second copy).
+void encode_into(std::vector<std::byte>& out, const message& m);
 result<message> decode(std::span<const std::byte> bytes);
 
 // Structural rules of a message (independent of any node's state).

@@ -51,6 +51,10 @@ struct core_options {
   uint64_t max_append_bytes = 1 << 20;        // per AppendEntries message
   uint64_t max_uncommitted_bytes = 64 << 20;  // proposals beyond this are refused (busy)
   size_t max_pending_reads = 4096;
+  // Heartbeat rounds a follower may go without progress, with appends in flight, before they
+  // are taken as lost and resent from its match. More than one when a follower's fsync can
+  // outlast a heartbeat interval: resending everything in flight doubles a busy link's load.
+  int stall_rounds = 1;
 };
 
 // What a node needs besides its log when it starts: the durable hard state and the configuration
@@ -95,6 +99,11 @@ class core {
 
   bool has_ready() const;
   ready take_ready();
+  // While a Ready's writes are in flight: the queued messages that depend on nothing unpersisted
+  // (heartbeats and their replies, a leader's appends — §10.2.1 lets a leader send before its
+  // own write), so a slow fsync cannot silence a leader or its followers past an election
+  // timeout. Empty while a term or vote is unpersisted; the rest wait for the next Ready.
+  std::vector<message> take_messages();
   // The host finished the last Ready (see the contract in ready.h).
   void advance();
 
@@ -203,6 +212,7 @@ class core {
   std::optional<log_reset> reset_to_hand_;
   bool ready_outstanding_ = false;
   bool outstanding_has_reset_ = false;
+  bool outstanding_changes_term_or_vote_ = false;
 };
 
 }  // namespace keel::raft

@@ -64,9 +64,11 @@ struct progress {
   offset reset_offset;         // reset: the last offset covered by the log-start reset sent
   bool recent_active = false;  // heard from since the last CheckQuorum round (§6.2 of Ongaro)
   uint64_t read_ack_seq = 0;   // highest ReadIndex heartbeat round this follower acknowledged
-  // replicate: match as of the previous heartbeat reply. If a whole heartbeat round passes with
-  // requests in flight and no progress, they were lost or rejected out of order: probe again.
+  // replicate: match as of the previous heartbeat reply. If core_options::stall_rounds rounds
+  // pass with requests in flight and no progress, they were lost or rejected out of order:
+  // probe again.
   offset stall_mark = offset::none();
+  int stalled_rounds = 0;
   inflight_window inflight;
 
   void become_probe();

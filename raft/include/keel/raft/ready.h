@@ -59,6 +59,8 @@ struct read_state {
 //     be served to clients and applied, but only once steps 3 is done (they may be in `batches`).
 //     `reads` are ReadIndex answers.
 //  6. Call core::advance().
+// Between take_ready() and advance(), core::take_messages() hands out the new messages of the
+// same kind as `messages` (safe before the outstanding write is durable); send them at once.
 struct ready {
   std::optional<hard_state> hard_state_to_persist;
   bool hard_state_changes_term_or_vote = false;

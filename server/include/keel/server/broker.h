@@ -72,6 +72,8 @@ class broker {
     // Idempotent producers, on the leader (kafka_records.cc); built at a leadership's first
     // idempotent produce.
     std::unique_ptr<partition_producers> producers;
+    // Whether this replica led at the previous tick: leadership changes are logged.
+    bool was_leader = false;
   };
   struct shard_state {
     std::unique_ptr<shard> runner;
@@ -98,6 +100,8 @@ class broker {
   void start_on_shard0();
   void on_frame(net::node_id from, uint16_t type, std::span<const std::byte> payload);
   void send_raft(raft::message m);
+  // A Raft message as a sealed transport frame (any shard may build one).
+  static std::vector<std::byte> raft_frame_of(const raft::message& m);
   void flush_heartbeats();
   void route_raft(const raft::message& m);
   void tick_shard0();

@@ -44,7 +44,7 @@ struct broker_config {
   int32_t default_partitions = 1;
   int16_t default_replication_factor = 3;
   int tick_ms = 10;
-  int election_ticks = 30;  // 300 ms at the default tick
+  int election_ticks = 100;  // 1 s at the default tick
   bool auto_create_topics = true;
   int32_t message_max_bytes = 1048588;      // a batch's largest size (topic: max.message.bytes)
   uint32_t max_request_bytes = 100u << 20;  // socket.request.max.bytes
