@@ -132,8 +132,12 @@ def main():
             out = c.create_topic("while-down", 4, 2, via=survivors[0])
             assert "created" in out, out
             for b in survivors:
-                st = c.status(b)
-                t = next(t for t in st["topics"] if t["name"] == "while-down")
+                # The controller answers once the command applied there; the others apply it
+                # as their replica of the metadata log catches up.
+                t = c.wait_for(f"topic while-down in broker {b}'s metadata",
+                               lambda: next((t for t in c.status(b)["topics"]
+                                             if t["name"] == "while-down"), None), timeout=30)
+                assert len(t["partitions"]) == 4, (b, t)
                 for p in t["partitions"]:
                     assert victim not in p["replicas"], (b, p)
             # Replication factor 3 needs three live brokers: refused, not placed on the dead one.
