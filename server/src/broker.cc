@@ -577,8 +577,17 @@ std::vector<int32_t> broker::live_brokers() const {
 void broker::reconcile() {
   const metadata_state& m = controller_->state();
   // Peers learnt from the metadata (brokers that are not seeds).
-  for (const auto& [id, b] : m.brokers())
+  std::set<int32_t> fenced;
+  for (const auto& [id, b] : m.brokers()) {
     transport_->add_peer(id, b.rpc.host, b.rpc.port);
+    if (b.fenced) fenced.insert(id);
+  }
+  if (fenced != fenced_posted_) {
+    fenced_posted_ = fenced;
+    shards_[0].fenced = fenced;
+    for (unsigned k = 1; k < shards_.size(); ++k)
+      shards_[k].runner->post([this, k, fenced] { shards_[k].fenced = fenced; });
+  }
   // A registered broker outside the metadata group joins it as a learner (controller only).
   if (controller_->is_leader()) {
     raft::membership cfg = controller_->host().core().config();
@@ -742,7 +751,8 @@ void broker::tick_shard(unsigned k) {
     // Leader balancing: a leader that is not its partition's preferred replica hands over to it
     // once that replica has caught up.
     for (auto& [g, r] : s.groups) {
-      if (!r.host->is_leader() || r.replicas.empty() || r.replicas.front() == config_.node_id)
+      if (!r.host->is_leader() || r.replicas.empty() || r.replicas.front() == config_.node_id ||
+          s.fenced.count(r.replicas.front()))
         continue;
       const raft::node_id preferred(static_cast<uint64_t>(r.replicas.front()));
       const raft::progress* p = r.host->core().progress_of(preferred);

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <vector>
 
 #include "keel/engine/log_manager.h"
@@ -79,6 +80,9 @@ class broker {
     std::unique_ptr<engine::log_manager> logs;
     std::unique_ptr<seeded_random> random;
     std::map<uint64_t, replica_state> groups;
+    // The brokers the metadata has fenced, as shard 0 last posted them: leader balancing hands
+    // no leadership to a fenced broker (Metadata would answer it as unavailable).
+    std::set<int32_t> fenced;
   };
   struct leader_entry {
     int32_t leader = -1;
@@ -177,6 +181,8 @@ class broker {
   // not leading).
   std::unique_ptr<broker_liveness> liveness_;
   int64_t liveness_term_ = -1;
+  // The fenced set last posted to the shards (shard_state::fenced).
+  std::set<int32_t> fenced_posted_;
 
   std::atomic<bool> stopping_{false};
   std::atomic<bool> stopped_{false};
