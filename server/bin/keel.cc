@@ -107,9 +107,10 @@ void print_cluster(const net::describe_cluster_response& d, bool json) {
       const auto& b = d.brokers[i];
       std::printf(
           "%s{\"id\": %d, \"kafka\": \"%s:%u\", \"rpc\": \"%s:%u\", \"alive\": %s, "
-          "\"leaders\": %d}",
+          "\"fenced\": %s, \"leaders\": %d}",
           i ? ", " : "", b.id, json_escape(b.kafka_host).c_str(), b.kafka_port,
-          json_escape(b.rpc_host).c_str(), b.rpc_port, b.alive ? "true" : "false", leads[b.id]);
+          json_escape(b.rpc_host).c_str(), b.rpc_port, b.alive ? "true" : "false",
+          b.alive ? "false" : "true", leads[b.id]);
     }
     std::printf("], \"topics\": [");
     for (size_t i = 0; i < d.topics.size(); ++i) {
@@ -137,7 +138,7 @@ void print_cluster(const net::describe_cluster_response& d, bool json) {
   for (const auto& b : d.brokers)
     std::printf("broker %d  kafka %s:%u  rpc %s:%u  %s  leads %d partitions\n", b.id,
                 b.kafka_host.c_str(), b.kafka_port, b.rpc_host.c_str(), b.rpc_port,
-                b.alive ? "alive" : "unreachable", leads[b.id]);
+                b.alive ? "alive" : "fenced", leads[b.id]);
   for (const auto& t : d.topics) {
     std::printf("topic %s\n", t.name.c_str());
     for (const auto& p : t.partitions) {
@@ -242,7 +243,8 @@ bool cluster_ready(const std::vector<local_broker>& brokers, std::string& why) {
     for (const auto& x : d->brokers)
       alive += x.alive;
     if (alive < brokers.size()) {
-      why = std::to_string(alive) + " of " + std::to_string(brokers.size()) + " brokers registered";
+      why = std::to_string(alive) + " of " + std::to_string(brokers.size()) +
+            " brokers registered and unfenced";
       return false;
     }
   }

@@ -2,10 +2,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <future>
 #include <stdexcept>
 
+#include "keel/engine/assert.h"
 #include "keel/net/kafka/record_batch.h"
 #include "keel/net/wire.h"
 #include "keel/raft/codec.h"
@@ -26,9 +28,13 @@ constexpr uint8_t kind_command = 1;
 constexpr uint8_t kind_create_topic = 2;
 constexpr uint8_t kind_delete_topic = 3;
 constexpr uint8_t kind_create_partitions = 4;
+// A broker heartbeat: i32 broker id, u8 shutting down. Leader-local, never logged (KIP-631).
+constexpr uint8_t kind_heartbeat = 5;
 
 constexpr int leader_report_ticks = 20;
 constexpr int balance_ticks = 200;
+// How often the controller leader looks for brokers whose session has lapsed.
+constexpr int liveness_check_ticks = 10;
 constexpr auto leader_entry_ttl = std::chrono::seconds(3);
 constexpr const char* metadata_log_name = "__cluster_metadata-0";
 constexpr const char* offsets_topic_name = "__consumer_offsets";
@@ -323,6 +329,21 @@ void broker::ask_controller_for(uint8_t kind, std::vector<std::byte> body,
         if (!r.ok()) return done(false, "malformed create_partitions");
         return controller_->create_partitions(name, total, live_brokers(), reply);
       }
+      case kind_heartbeat: {
+        const int32_t from = r.get<int32_t>();
+        const uint8_t shutting_down = r.get<uint8_t>();
+        if (!r.ok() || !r.at_end() || shutting_down > 1) return done(false, "malformed heartbeat");
+        const auto now = std::chrono::steady_clock::now();
+        broker_liveness& l = liveness_for_term();
+        if (l.heartbeat(controller_->state(), from, shutting_down != 0, now))
+          propose_fencing(from, false, "it heartbeats again");
+        if (shutting_down != 0) {
+          // A controlled shutdown: fenced now rather than a session timeout from now.
+          for (int32_t id : l.to_fence(controller_->state(), config_.node_id, now))
+            propose_fencing(id, true, id == from ? "shutting down" : "no heartbeat for a session");
+        }
+        return done(true, {});
+      }
       case kind_delete_topic: {
         const std::string name = r.get_string(249);
         if (!r.ok()) return done(false, "malformed delete_topic");
@@ -407,7 +428,56 @@ std::string broker::cluster_id() const {
 }
 
 bool broker::broker_alive(int32_t id) const {
-  return id == config_.node_id || (transport_ && transport_->connected(id));
+  return controller_->state().broker_unfenced(id);
+}
+
+void broker::send_broker_heartbeat(bool shutting_down) {
+  // Only a registered broker can be fenced or unfenced; registration comes first.
+  if (!controller_->state().brokers().count(config_.node_id)) return;
+  std::vector<std::byte> body;
+  net::wire_writer w(body);
+  w.put<int32_t>(config_.node_id);
+  w.put<uint8_t>(shutting_down ? 1 : 0);
+  // A lost heartbeat needs no retry: the next one follows within an interval, and the session
+  // spans at least two of them.
+  ask_controller(kind_heartbeat, std::move(body), [](bool, const std::string&) {});
+}
+
+broker_liveness& broker::liveness_for_term() {
+  KEEL_ASSERT(controller_->is_leader(), "only the controller leader tracks heartbeats");
+  const int64_t term = static_cast<int64_t>(controller_->host().core().term().value());
+  if (!liveness_)
+    liveness_ = std::make_unique<broker_liveness>(
+        std::chrono::milliseconds(config_.broker_session_timeout_ms));
+  if (term != liveness_term_) {
+    // A new controller term: no heartbeat history, so every broker gets a session of grace.
+    liveness_term_ = term;
+    liveness_->elected(std::chrono::steady_clock::now());
+  }
+  return *liveness_;
+}
+
+void broker::check_liveness() {
+  if (!controller_->is_leader()) {
+    liveness_term_ = -1;
+    return;
+  }
+  broker_liveness& l = liveness_for_term();
+  for (int32_t id :
+       l.to_fence(controller_->state(), config_.node_id, std::chrono::steady_clock::now()))
+    propose_fencing(id, true, "no heartbeat for a session");
+}
+
+void broker::propose_fencing(int32_t id, bool fence, const char* why) {
+  log_line(std::string(fence ? "fencing" : "unfencing") + " broker " + std::to_string(id) + ": " +
+           why);
+  controller_->submit(fence ? encode_fence_broker(id) : encode_unfence_broker(id),
+                      [this, id, fence](const apply_result& r) {
+                        if (liveness_) liveness_->done(id);
+                        if (!r.ok)
+                          log_line(std::string(fence ? "fencing" : "unfencing") + " broker " +
+                                   std::to_string(id) + " failed: " + r.error);
+                      });
 }
 
 void broker::on_controller_request(net::node_id from, std::span<const std::byte> payload) {
@@ -497,7 +567,7 @@ void broker::register_self() {
   broker_info self{config_.node_id, config_.kafka_address(), config_.rpc_address(),
                    static_cast<uint32_t>(shards_.size())};
   auto it = controller_->state().brokers().find(config_.node_id);
-  if (it != controller_->state().brokers().end() && it->second == self) {
+  if (it != controller_->state().brokers().end() && it->second.same_registration(self)) {
     registered_ = true;
     return;
   }
@@ -508,9 +578,15 @@ void broker::register_self() {
 }
 
 std::vector<int32_t> broker::live_brokers() const {
-  std::vector<int32_t> out;
-  for (const auto& [id, b] : controller_->state().brokers())
-    if (id == config_.node_id || transport_->connected(id)) out.push_back(id);
+  const metadata_state& m = controller_->state();
+  std::vector<int32_t> out = m.unfenced_brokers();
+  // The leader's own broker runs the controller, so it is alive even before the record that
+  // unfences it (after a restart) has applied.
+  if (controller_->is_leader() && m.brokers().count(config_.node_id) &&
+      !m.broker_unfenced(config_.node_id)) {
+    out.push_back(config_.node_id);
+    std::sort(out.begin(), out.end());
+  }
   return out;
 }
 
@@ -520,8 +596,17 @@ std::vector<int32_t> broker::live_brokers() const {
 void broker::reconcile() {
   const metadata_state& m = controller_->state();
   // Peers learnt from the metadata (brokers that are not seeds).
-  for (const auto& [id, b] : m.brokers())
+  std::set<int32_t> fenced;
+  for (const auto& [id, b] : m.brokers()) {
     transport_->add_peer(id, b.rpc.host, b.rpc.port);
+    if (b.fenced) fenced.insert(id);
+  }
+  if (fenced != fenced_posted_) {
+    fenced_posted_ = fenced;
+    shards_[0].fenced = fenced;
+    for (unsigned k = 1; k < shards_.size(); ++k)
+      shards_[k].runner->post([this, k, fenced] { shards_[k].fenced = fenced; });
+  }
   // A registered broker outside the metadata group joins it as a learner (controller only).
   if (controller_->is_leader()) {
     raft::membership cfg = controller_->host().core().config();
@@ -692,7 +777,8 @@ void broker::tick_shard(unsigned k) {
     // Leader balancing: a leader that is not its partition's preferred replica hands over to it
     // once that replica has caught up.
     for (auto& [g, r] : s.groups) {
-      if (!r.host->is_leader() || r.replicas.empty() || r.replicas.front() == config_.node_id)
+      if (!r.host->is_leader() || r.replicas.empty() || r.replicas.front() == config_.node_id ||
+          s.fenced.count(r.replicas.front()))
         continue;
       const raft::node_id preferred(static_cast<uint64_t>(r.replicas.front()));
       const raft::progress* p = r.host->core().progress_of(preferred);
@@ -707,6 +793,11 @@ void broker::tick_shard0() {
   controller_->tick();
   if (!registered_ && shard0_ticks_ % 10 == 0) register_self();
   if (registered_ && shard0_ticks_ % 500 == 0) registered_ = false;  // re-check now and then
+  const auto heartbeat_ticks =
+      static_cast<uint64_t>(std::max(1, config_.broker_heartbeat_interval_ms / config_.tick_ms));
+  // A stopping broker has said it is leaving (stop()); a normal heartbeat would unfence it.
+  if (shard0_ticks_ % heartbeat_ticks == 0 && !stopping_) send_broker_heartbeat(false);
+  if (shard0_ticks_ % liveness_check_ticks == 0) check_liveness();
 }
 
 void broker::on_leader_report(std::span<const std::byte> payload) {
@@ -754,8 +845,7 @@ void broker::handle_client(net::node_id session, uint16_t type,
       out.controller = controller_->leader();
       const metadata_state& m = controller_->state();
       for (const auto& [id, b] : m.brokers())
-        out.brokers.push_back({id, b.kafka.host, b.kafka.port, b.rpc.host, b.rpc.port,
-                               id == config_.node_id || transport_->connected(id)});
+        out.brokers.push_back({id, b.kafka.host, b.kafka.port, b.rpc.host, b.rpc.port, !b.fenced});
       for (const auto& [name, t] : m.topics()) {
         net::topic_status ts;
         ts.name = name;
@@ -949,6 +1039,10 @@ void broker::stop() {
   if (stopped_.exchange(true)) return;
   stopping_ = true;
   if (!shards_.empty() && shards_[0].runner && controller_) {
+    // Controlled shutdown (KIP-631): the controller fences this broker now, so Metadata stops
+    // naming it at once rather than a session timeout after it has gone. Best effort: the
+    // heartbeat is not retried and the stop does not wait for the fence to commit.
+    shards_[0].runner->post([this] { send_broker_heartbeat(true); });
     // Hand leaderships to caught-up followers so clients see a short move, not an election.
     for (unsigned k = 0; k < shards_.size(); ++k) {
       shards_[k].runner->post([this, k] {

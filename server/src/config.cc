@@ -94,6 +94,10 @@ std::string apply(broker_config& c, const std::string& name, const std::string& 
     return integer(c.group_max_session_timeout_ms, 1, 3600000);
   if (name == "offsets-retention-minutes")
     return integer(c.offsets_retention_minutes, 1, 10ll * 365 * 24 * 60);
+  if (name == "broker-heartbeat-interval-ms")
+    return integer(c.broker_heartbeat_interval_ms, 10, 60000);
+  if (name == "broker-session-timeout-ms")
+    return integer(c.broker_session_timeout_ms, 100, 3600000);
   if (name == "auto-create-topics") {
     if (value != "true" && value != "false") return bad("expected true or false");
     c.auto_create_topics = value == "true";
@@ -163,6 +167,11 @@ std::string broker_config::validate() const {
     return "rpc-listen: port " + std::to_string(rpc_listen.port) + " is also kafka-listen's";
   if (group_min_session_timeout_ms > group_max_session_timeout_ms)
     return "group-min-session-timeout-ms: above group-max-session-timeout-ms";
+  // A session must span a few heartbeats, or one late heartbeat fences a live broker.
+  if (broker_session_timeout_ms < 2 * broker_heartbeat_interval_ms)
+    return "broker-session-timeout-ms: " + std::to_string(broker_session_timeout_ms) +
+           " is less than twice broker-heartbeat-interval-ms (" +
+           std::to_string(broker_heartbeat_interval_ms) + ")";
   // The replication factor may exceed the seeds: brokers that are not voters join later, and a
   // topic asking for more replicas than live brokers is refused when it is created.
   return {};
@@ -293,6 +302,8 @@ std::string usage() {
   --group-initial-rebalance-delay-ms N   wait for more members of a new group (300)
   --group-min-session-timeout-ms N / --group-max-session-timeout-ms N   (1000 / 1800000)
   --offsets-retention-minutes N    empty groups' offsets expire after this (10080)
+  --broker-heartbeat-interval-ms N heartbeats to the controller this often (500)
+  --broker-session-timeout-ms N    the controller fences a broker silent this long (3000)
 )";
 }
 

@@ -75,7 +75,9 @@ void kafka_frontend::find_coordinator(const request& rq, kafka::find_coordinator
     const int32_t p = partition_for_group(key, static_cast<int32_t>(t->partitions.size()));
     const int32_t leader = b.leader_of(t->groups[static_cast<size_t>(p)]);
     auto info = state.brokers().find(leader);
-    if (leader < 0 || info == state.brokers().end()) {
+    // A fenced broker is not in the Metadata broker list either: no coordinator until the
+    // partition's leadership has moved.
+    if (leader < 0 || info == state.brokers().end() || info->second.fenced) {
       a.error = error_code::coordinator_not_available;
       a.message = "the group's offsets partition has no leader yet";
       return a;

@@ -86,7 +86,10 @@ void kafka_frontend::metadata(const request& rq, kafka::metadata_request m) {
   broker& b = broker_;
   const metadata_state& state = b.controller_->state();
   kafka::metadata_response out;
+  // As Kafka (KRaft): only unfenced brokers are listed, so every broker gives clients the same
+  // list, taken from the replicated metadata rather than its own links.
   for (const auto& [id, info] : state.brokers()) {
+    if (info.fenced) continue;
     auto& x = out.brokers.emplace_back();
     x.node_id = id;
     x.host = info.kafka.host;
@@ -108,7 +111,11 @@ void kafka_frontend::metadata(const request& rq, kafka::metadata_request m) {
         if (!b.broker_alive(r.broker)) y.offline_replicas.push_back(r.broker);
       }
       const uint64_t group = t.groups[p];
-      const int32_t leader = b.leader_of(group);
+      int32_t leader = b.leader_of(group);
+      // A leader must be one of the listed brokers, or clients cannot resolve it. A fenced
+      // broker's leaderships have normally moved (elections take a few hundred ms, fencing a
+      // session timeout); a stale report of one is answered as no leader yet, and clients retry.
+      if (leader >= 0 && !state.broker_unfenced(leader)) leader = -1;
       y.leader_id = leader;
       if (leader < 0) {
         y.error_code = error_code::leader_not_available;
@@ -174,6 +181,7 @@ void kafka_frontend::describe_cluster(const request& rq, kafka::describe_cluster
   out.cluster_id = b.cluster_id();
   out.controller_id = b.controller_->leader();
   for (const auto& [id, info] : b.controller_->state().brokers()) {
+    if (info.fenced) continue;  // as Metadata: the unfenced brokers only
     auto& x = out.brokers.emplace_back();
     x.broker_id = id;
     x.host = info.kafka.host;

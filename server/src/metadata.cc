@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "keel/engine/assert.h"
 #include "keel/net/wire.h"
 
 namespace keel::server {
@@ -13,7 +14,9 @@ using net::wire_writer;
 constexpr size_t name_max = 249;
 constexpr size_t host_max = 255;
 constexpr size_t config_max = 1 << 16;
-constexpr uint32_t snapshot_version = 1;
+// Version 2 added each broker's fenced flag; version 1 snapshots are still read.
+constexpr uint32_t snapshot_version = 2;
+constexpr uint32_t snapshot_version_unfenced = 1;
 
 void put_broker(wire_writer& w, const broker_info& b) {
   w.put<int32_t>(b.id);
@@ -155,6 +158,30 @@ std::vector<std::byte> encode_allocate_producer_ids(int32_t broker, int64_t bloc
   return out;
 }
 
+std::vector<std::byte> encode_fence_broker(int32_t id) {
+  auto out = with_type(command_type::fence_broker);
+  wire_writer(out).put<int32_t>(id);
+  return out;
+}
+
+std::vector<std::byte> encode_unfence_broker(int32_t id) {
+  auto out = with_type(command_type::unfence_broker);
+  wire_writer(out).put<int32_t>(id);
+  return out;
+}
+
+bool metadata_state::broker_unfenced(int32_t id) const {
+  auto it = brokers_.find(id);
+  return it != brokers_.end() && !it->second.fenced;
+}
+
+std::vector<int32_t> metadata_state::unfenced_brokers() const {
+  std::vector<int32_t> out;
+  for (const auto& [id, b] : brokers_)
+    if (!b.fenced) out.push_back(id);
+  return out;
+}
+
 const topic_info* metadata_state::topic(const std::string& name) const {
   auto it = topics_.find(name);
   return it == topics_.end() ? nullptr : &it->second;
@@ -179,7 +206,21 @@ apply_result metadata_state::apply(std::span<const std::byte> command) {
     case command_type::register_broker: {
       broker_info b = get_broker(r);
       if (!r.ok() || !r.at_end()) return rejected("malformed register_broker");
-      brokers_[b.id] = std::move(b);  // a re-registration updates addresses and shards
+      // A re-registration updates addresses and shards but keeps the liveness flag: a fenced
+      // broker is unfenced by the controller once it heartbeats, not by registering.
+      if (auto it = brokers_.find(b.id); it != brokers_.end()) b.fenced = it->second.fenced;
+      KEEL_ASSERT(b.id >= 0, "get_broker refuses negative ids");
+      brokers_[b.id] = std::move(b);
+      return {};
+    }
+    case command_type::fence_broker:
+    case command_type::unfence_broker: {
+      const int32_t id = r.get<int32_t>();
+      if (!r.ok() || !r.at_end()) return rejected("malformed broker fencing command");
+      auto it = brokers_.find(id);
+      if (it == brokers_.end()) return rejected("unknown broker " + std::to_string(id));
+      // Idempotent: a second fence (two proposals racing a leader change) changes nothing.
+      it->second.fenced = type == command_type::fence_broker;
       return {};
     }
     case command_type::create_topic: {
@@ -256,8 +297,10 @@ std::vector<std::byte> metadata_state::snapshot() const {
   w.put<int64_t>(next_producer_id_);
   w.put<uint64_t>(next_group_id_);
   w.put<uint32_t>(static_cast<uint32_t>(brokers_.size()));
-  for (const auto& [id, b] : brokers_)
+  for (const auto& [id, b] : brokers_) {
     put_broker(w, b);
+    w.put<uint8_t>(b.fenced ? 1 : 0);
+  }
   w.put<uint32_t>(static_cast<uint32_t>(topics_.size()));
   for (const auto& [name, t] : topics_) {
     put_topic(w, t);
@@ -269,13 +312,20 @@ std::vector<std::byte> metadata_state::snapshot() const {
 
 bool metadata_state::restore(std::span<const std::byte> snapshot) {
   wire_reader r(snapshot);
-  if (r.get<uint32_t>() != snapshot_version) return false;
+  const uint32_t version = r.get<uint32_t>();
+  if (version != snapshot_version && version != snapshot_version_unfenced) return false;
+  const bool has_fenced = version >= 2;
   metadata_state next;
   next.next_producer_id_ = r.get<int64_t>();
   next.next_group_id_ = r.get<uint64_t>();
-  const uint32_t brokers = r.get_count(20);
+  const uint32_t brokers = r.get_count(has_fenced ? 21 : 20);
   for (uint32_t i = 0; i < brokers && r.ok(); ++i) {
     broker_info b = get_broker(r);
+    if (has_fenced) {
+      const uint8_t fenced = r.get<uint8_t>();
+      if (fenced > 1) r.fail();
+      b.fenced = fenced == 1;
+    }
     next.brokers_[b.id] = std::move(b);
   }
   const uint32_t topics = r.get_count(24);

@@ -30,6 +30,8 @@ TEST(broker_config, flags_parse_and_defaults_fill_in) {
   EXPECT_EQ(c->flush.interval_ms, 50);
   EXPECT_EQ(c->shards, 2u);
   EXPECT_EQ(c->default_replication_factor, 3);
+  EXPECT_EQ(c->broker_heartbeat_interval_ms, 500);
+  EXPECT_EQ(c->broker_session_timeout_ms, 3000);
 }
 
 TEST(broker_config, every_bad_setting_is_named) {
@@ -49,6 +51,16 @@ TEST(broker_config, every_bad_setting_is_named) {
        "rpc-listen"},
       {{"--node-id", "1", "--data-dir", "/d", "--seeds", "1@10.0.0.1:5"}, "seeds"},
       {{"--node-id"}, "node-id"},
+      {{"--node-id", "1", "--data-dir", "/d", "--seeds", "2@h:1", "--broker-session-timeout-ms",
+        "5"},
+       "broker-session-timeout-ms"},
+      {{"--node-id", "1", "--data-dir", "/d", "--seeds", "2@h:1", "--broker-heartbeat-interval-ms",
+        "0"},
+       "broker-heartbeat-interval-ms"},
+      // A session shorter than two heartbeats would fence live brokers.
+      {{"--node-id", "1", "--data-dir", "/d", "--seeds", "2@h:1", "--broker-heartbeat-interval-ms",
+        "1000", "--broker-session-timeout-ms", "1500"},
+       "broker-session-timeout-ms"},
   };
   for (const auto& [args, setting] : cases) {
     std::string error;

@@ -106,6 +106,84 @@ TEST(metadata, snapshots_round_trip_and_bad_snapshots_are_refused) {
   }
 }
 
+TEST(metadata, brokers_are_fenced_and_unfenced_by_records) {
+  auto m = with_brokers(3);
+  EXPECT_EQ(m.unfenced_brokers(), (std::vector<int32_t>{1, 2, 3}));
+  ASSERT_TRUE(m.apply(encode_fence_broker(2)).ok);
+  EXPECT_TRUE(m.brokers().at(2).fenced);
+  EXPECT_FALSE(m.broker_unfenced(2));
+  EXPECT_EQ(m.unfenced_brokers(), (std::vector<int32_t>{1, 3}));
+  // Fencing twice (two leaders' proposals racing) is the same as once.
+  ASSERT_TRUE(m.apply(encode_fence_broker(2)).ok);
+  EXPECT_TRUE(m.brokers().at(2).fenced);
+  // A restarted broker re-registers (here with a new address): it stays fenced until the
+  // controller unfences it on its heartbeats.
+  ASSERT_TRUE(
+      m.apply(encode_register_broker({2, {"127.0.0.1", 7777}, {"127.0.0.1", 17777}, 4})).ok);
+  EXPECT_TRUE(m.brokers().at(2).fenced);
+  EXPECT_EQ(m.brokers().at(2).kafka.port, 7777);
+  EXPECT_EQ(m.brokers().at(2).shards, 4u);
+  ASSERT_TRUE(m.apply(encode_unfence_broker(2)).ok);
+  EXPECT_TRUE(m.broker_unfenced(2));
+  // A broker that registers for the first time starts unfenced.
+  ASSERT_TRUE(m.apply(encode_register_broker({9, {"h", 1}, {"h", 2}, 1})).ok);
+  EXPECT_TRUE(m.broker_unfenced(9));
+  // Unknown brokers and malformed records change nothing, the same way everywhere.
+  const auto before = m;
+  EXPECT_FALSE(m.apply(encode_fence_broker(42)).ok);
+  EXPECT_FALSE(m.apply(encode_unfence_broker(42)).ok);
+  auto truncated = encode_fence_broker(1);
+  truncated.pop_back();
+  EXPECT_FALSE(m.apply(truncated).ok);
+  auto longer = encode_unfence_broker(1);
+  longer.push_back(std::byte{0});
+  EXPECT_FALSE(m.apply(longer).ok);
+  EXPECT_EQ(m, before);
+  EXPECT_FALSE(m.broker_unfenced(42));
+}
+
+TEST(metadata, snapshots_keep_fencing_and_version_1_still_restores) {
+  auto m = with_brokers(3);
+  ASSERT_TRUE(m.apply(encode_create_topic(make_topic(m, "a", 3, 2))).ok);
+  ASSERT_TRUE(m.apply(encode_fence_broker(3)).ok);
+  const auto snap = m.snapshot();
+  metadata_state copy;
+  ASSERT_TRUE(copy.restore(snap));
+  EXPECT_EQ(copy, m);
+  EXPECT_TRUE(copy.brokers().at(3).fenced);
+  EXPECT_FALSE(copy.brokers().at(1).fenced);
+
+  // Version 1 (before fencing): the same layout without each broker's fenced byte. Header: u32
+  // version, i64, u64, u32 broker count = 24 bytes; each broker here is 38 bytes (two 9-byte
+  // hosts) and was followed by its flag in version 2.
+  std::vector<std::byte> v1(snap.begin(), snap.end());
+  v1[0] = std::byte{1};
+  constexpr size_t header = 24, broker_bytes = 38;
+  for (size_t k = 3; k-- > 0;) {
+    const size_t flag = header + k * (broker_bytes + 1) + broker_bytes;
+    ASSERT_LE(v1[flag], std::byte{1});
+    v1.erase(v1.begin() + static_cast<std::ptrdiff_t>(flag));
+  }
+  metadata_state old;
+  ASSERT_TRUE(old.restore(v1));
+  EXPECT_EQ(old.brokers().size(), 3u);
+  for (const auto& [id, b] : old.brokers())
+    EXPECT_FALSE(b.fenced) << "broker " << id;
+  EXPECT_EQ(old.topics(), m.topics());
+  EXPECT_EQ(old.next_group_id(), m.next_group_id());
+  // A version-2 image read as version 1 (or the reverse) does not decode.
+  std::vector<std::byte> wrong(snap.begin(), snap.end());
+  wrong[0] = std::byte{1};
+  metadata_state other;
+  EXPECT_FALSE(other.restore(wrong));
+  std::vector<std::byte> bad_flag(snap.begin(), snap.end());
+  bad_flag[header + broker_bytes] = std::byte{2};
+  EXPECT_FALSE(other.restore(bad_flag));
+  std::vector<std::byte> unknown(snap.begin(), snap.end());
+  unknown[0] = std::byte{3};
+  EXPECT_FALSE(other.restore(unknown));
+}
+
 TEST(metadata, plans_spread_leaders_and_shards_evenly) {
   auto m = with_brokers(3, 2);
   ASSERT_TRUE(m.apply(encode_create_topic(make_topic(m, "x", 6, 3))).ok);

@@ -45,6 +45,8 @@ struct broker_status {
   uint16_t kafka_port = 0;
   std::string rpc_host;
   uint16_t rpc_port = 0;
+  // Not fenced in the replicated cluster metadata (the controller fences a broker whose
+  // heartbeats lapsed), so every broker answers the same.
   bool alive = false;
 };
 

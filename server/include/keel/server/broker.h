@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <vector>
 
 #include "keel/engine/log_manager.h"
@@ -22,6 +23,7 @@
 #include "keel/server/config.h"
 #include "keel/server/controller.h"
 #include "keel/server/group_coordinator.h"
+#include "keel/server/liveness.h"
 #include "keel/server/partition_host.h"
 #include "keel/server/producer_state.h"
 #include "keel/server/shard.h"
@@ -80,6 +82,9 @@ class broker {
     std::unique_ptr<engine::log_manager> logs;
     std::unique_ptr<seeded_random> random;
     std::map<uint64_t, replica_state> groups;
+    // The brokers the metadata has fenced, as shard 0 last posted them: leader balancing hands
+    // no leadership to a fenced broker (Metadata would answer it as unavailable).
+    std::set<int32_t> fenced;
   };
   struct leader_entry {
     int32_t leader = -1;
@@ -127,9 +132,20 @@ class broker {
   void request_create_partitions(const std::string& name, int32_t total, controller_done done);
   // A stable name for the cluster (Kafka's cluster id), the same on every broker.
   std::string cluster_id() const;
+  // Liveness as the replicated metadata says (registered and not fenced), so every broker gives
+  // the same answer at the same metadata offset.
   bool broker_alive(int32_t id) const;
+  // Broker liveness (liveness.h). Every broker: a heartbeat to the controller leader, with
+  // `shutting_down` set once by a graceful stop. The controller leader: liveness_for_term() is
+  // its tracker, reset at each new term; check_liveness() fences the silent brokers;
+  // propose_fencing() proposes one fence or unfence record and logs why.
+  void send_broker_heartbeat(bool shutting_down);
+  broker_liveness& liveness_for_term();
+  void check_liveness();
+  void propose_fencing(int32_t id, bool fence, const char* why);
   void handle_client(net::node_id session, uint16_t type, std::span<const std::byte> payload);
   void on_leader_report(std::span<const std::byte> payload);
+  // Placement candidates on the controller leader: the unfenced brokers, and the leader's own.
   std::vector<int32_t> live_brokers() const;
   int32_t leader_of(uint64_t group) const;
 
@@ -165,6 +181,12 @@ class broker {
   size_t seed_cursor_ = 0;
   bool registered_ = false;
   uint64_t shard0_ticks_ = 0;
+  // The controller leader's heartbeat tracker, and the controller term it was reset for (-1:
+  // not leading).
+  std::unique_ptr<broker_liveness> liveness_;
+  int64_t liveness_term_ = -1;
+  // The fenced set last posted to the shards (shard_state::fenced).
+  std::set<int32_t> fenced_posted_;
 
   std::atomic<bool> stopping_{false};
   std::atomic<bool> stopped_{false};

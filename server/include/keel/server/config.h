@@ -53,6 +53,12 @@ struct broker_config {
   int32_t group_min_session_timeout_ms = 1000;
   int32_t group_max_session_timeout_ms = 1800000;
   int64_t offsets_retention_minutes = 7 * 24 * 60;
+  // Broker liveness (KIP-631): every broker heartbeats to the controller leader this often, and
+  // the leader fences a broker silent for the session timeout. Kafka's defaults are 2 s / 9 s;
+  // ours are shorter so a dead broker leaves the Metadata broker list soon after its partitions
+  // have elected new leaders (a few election timeouts).
+  int32_t broker_heartbeat_interval_ms = 500;
+  int32_t broker_session_timeout_ms = 3000;
 
   host_port kafka_address() const { return kafka_advertised.value_or(kafka_listen); }
   host_port rpc_address() const { return rpc_advertised.value_or(rpc_listen); }

@@ -16,8 +16,19 @@
 //   create_partitions   str name, new partitions (replicas (i32 broker, u32 shard)*)*
 //   set_topic_config    str name, str key, str value ("" removes the key)
 //   allocate_producer_ids  i32 broker, i64 block size
-// Snapshot: u32 version (1), i64 next producer id, u64 next group id, brokers*, topics* (as the
-// commands encode them, each followed by its group ids u64*).
+//   fence_broker        i32 id
+//   unfence_broker      i32 id
+// Snapshot: u32 version (2), i64 next producer id, u64 next group id, brokers*, topics* (as the
+// commands encode them, each followed by its group ids u64*). Version 2 follows each broker
+// with u8 fenced (0 or 1); version 1 has no such byte and restores every broker unfenced.
+//
+// Liveness (KIP-631's broker fencing): a broker is fenced or not in this replicated state, so
+// every broker answers "is broker B alive" the same way at the same offset. Only the controller
+// leader proposes fence_broker (heartbeats lapsed for a session timeout) and unfence_broker (a
+// heartbeat from a fenced, registered broker); see liveness.h. A broker registering for the first
+// time starts unfenced (it is talking to the controller as it registers); a re-registration
+// updates addresses and shards and keeps the flag, so a restarted broker is unfenced by its
+// heartbeats, not by registering.
 // Group 0 is the metadata group itself; partition groups are numbered from 1 in creation order.
 #pragma once
 
@@ -42,6 +53,8 @@ enum class command_type : uint8_t {
   create_partitions = 4,
   set_topic_config = 5,
   allocate_producer_ids = 6,
+  fence_broker = 7,
+  unfence_broker = 8,
 };
 
 struct broker_info {
@@ -49,7 +62,13 @@ struct broker_info {
   host_port kafka;
   host_port rpc;
   uint32_t shards = 1;
+  // Set by fence_broker, cleared by unfence_broker; not part of register_broker.
+  bool fenced = false;
   bool operator==(const broker_info&) const = default;
+  // The registration's own fields (what register_broker carries), ignoring liveness.
+  bool same_registration(const broker_info& o) const {
+    return id == o.id && kafka == o.kafka && rpc == o.rpc && shards == o.shards;
+  }
 };
 
 struct replica {
@@ -93,6 +112,10 @@ class metadata_state {
   const std::map<int32_t, broker_info>& brokers() const { return brokers_; }
   const std::map<std::string, topic_info>& topics() const { return topics_; }
   const topic_info* topic(const std::string& name) const;
+  // Registered and not fenced: what every broker calls alive.
+  bool broker_unfenced(int32_t id) const;
+  // The registered brokers that are not fenced, in id order.
+  std::vector<int32_t> unfenced_brokers() const;
   int64_t next_producer_id() const { return next_producer_id_; }
   uint64_t next_group_id() const { return next_group_id_; }
   bool operator==(const metadata_state&) const = default;
@@ -120,6 +143,8 @@ std::vector<std::byte> encode_create_partitions(const std::string& name,
 std::vector<std::byte> encode_set_topic_config(const std::string& name, const std::string& key,
                                                const std::string& value);
 std::vector<std::byte> encode_allocate_producer_ids(int32_t broker, int64_t block_size);
+std::vector<std::byte> encode_fence_broker(int32_t id);
+std::vector<std::byte> encode_unfence_broker(int32_t id);
 
 // Topic names as Kafka allows them: 1-249 characters of [a-zA-Z0-9._-], not "." or "..".
 bool valid_topic_name(const std::string& name);
