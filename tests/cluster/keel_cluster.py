@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import traceback
 
 
 def free_port_base(count):
@@ -165,3 +166,20 @@ class Cluster:
                 last = e
             time.sleep(0.2)
         raise AssertionError(f"timed out waiting for {what}; last: {last}")
+
+
+def run_checks(c, results, brokers=(1, 2, 3)):
+    """Runs each (name, fn) of `results` in order: a PASS or FAIL line each, with the traceback
+    and the brokers' log tails after a failure. Returns (passed, failed)."""
+    passed = failed = 0
+    for name, fn in results:
+        try:
+            fn()
+            passed += 1
+            print(f"PASS {name}", flush=True)
+        except Exception:
+            failed += 1
+            print(f"FAIL {name}\n{traceback.format_exc()}", flush=True)
+            for b in brokers:
+                print(f"--- broker {b} log tail ---\n{c.log_tail(b)}", flush=True)
+    return passed, failed

@@ -5,9 +5,8 @@ Each check prints one line; the last line is 'N passed, N failed'.
 """
 import sys
 import time
-import traceback
 
-from keel_cluster import Cluster
+from keel_cluster import Cluster, run_checks
 
 BIN = sys.argv[1]
 results = []
@@ -121,16 +120,7 @@ def main():
             for b in (1, 2, 3):
                 assert "stopped cleanly" in c.log_tail(b, 5), c.log_tail(b)
 
-        for name, fn in results:
-            try:
-                fn()
-                passed += 1
-                print(f"PASS {name}", flush=True)
-            except Exception:
-                failed += 1
-                print(f"FAIL {name}\n{traceback.format_exc()}", flush=True)
-                for b in (1, 2, 3):
-                    print(f"--- broker {b} log tail ---\n{c.log_tail(b)}")
+        passed, failed = run_checks(c, results)
     finally:
         c.cleanup()
     if "failover_s" in state:

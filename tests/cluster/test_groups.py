@@ -8,11 +8,10 @@ import json
 import subprocess
 import sys
 import time
-import traceback
 
 from confluent_kafka import Consumer, TopicPartition
 
-from keel_cluster import Cluster
+from keel_cluster import Cluster, run_checks
 
 BIN = sys.argv[1]
 TOPIC = "grouped"
@@ -210,17 +209,7 @@ def main():
             err = keel_fail("group", "delete", GROUP)
             assert "does not exist" in err or "GROUP_ID_NOT_FOUND" in err, err
 
-        for name, fn in results:
-            try:
-                fn()
-                passed += 1
-                print(f"ok   {name}", flush=True)
-            except Exception:
-                failed += 1
-                print(f"FAIL {name}", flush=True)
-                traceback.print_exc()
-                for b in (1, 2, 3):
-                    print(f"--- broker {b} log tail ---\n{c.log_tail(b, 15)}", flush=True)
+        passed, failed = run_checks(c, results)
     finally:
         for k in state.get("consumers", []):
             try:

@@ -15,10 +15,9 @@ import socket
 import struct
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "kafka"))
-from keel_cluster import Cluster  # noqa: E402
+from keel_cluster import Cluster, run_checks  # noqa: E402
 from kafka_harness import Reader, frame, read_frame  # noqa: E402
 
 BIN = sys.argv[1]
@@ -204,16 +203,7 @@ def main():
             c.wait_for("every broker to report nobody fenced",
                        lambda: all_agree_fenced(c, [1, 2, 3], []), timeout=FENCE_DEADLINE_S)
 
-        for name, fn in results:
-            try:
-                fn()
-                passed += 1
-                print(f"PASS {name}", flush=True)
-            except Exception:
-                failed += 1
-                print(f"FAIL {name}\n{traceback.format_exc()}", flush=True)
-                for b in (1, 2, 3):
-                    print(f"--- broker {b} log tail ---\n{c.log_tail(b)}")
+        passed, failed = run_checks(c, results)
     finally:
         c.cleanup()
     print(f"{passed} passed, {failed} failed")
