@@ -235,6 +235,10 @@ struct log::chain {
     } else if (kind == op_kind::sync || kind == op_kind::directory_sync) {
       ++syncs_ok;
     }
+    // A chain waiting for this write to complete may be issued now, beside this one's sync.
+    if (kind == op_kind::write && write_complete() && ops_pending > 0 &&
+        owner->chains_.back()->st == state::building)
+      owner->ring_.note_staged(&owner->issuer_);
     if (ops_pending == 0) {
       st = state::done;
       owner->on_chain_done(this);
@@ -242,6 +246,8 @@ struct log::chain {
   }
 
   bool synced() const { return has_sync && error == 0 && syncs_ok >= syncs_needed; }
+  // Its bytes reached the page cache (or failed): a later chain's sync may start.
+  bool write_complete() const { return error != 0 || written_bytes >= buffer.size(); }
 };
 
 // The `sealed` record's in-place write through the ring (log.h has its format).
@@ -829,36 +835,45 @@ bool log::seal_due(size_t i) const {
 
 void log::issue(bool submit) {
   if (failure_) return;
-  unsigned writes_in_flight = 0;
-  bool any_in_flight = false;
-  bool seal_waiting = false;  // a rolled segment's sync not issued yet: nothing may sync past it
+  unsigned in_flight = 0;     // chains issued and not done, seal-only ones aside
+  bool unwritten = false;     // an issued chain whose write has not completed
+  bool seal_pending = false;  // a rolled segment's deferred sync waiting or in flight
   bool issued_any = false;
   for (size_t i = 0; i < chains_.size(); ++i) {
     chain& c = *chains_[i];
     if (c.st == chain::state::done) continue;  // waiting for an earlier one to retire
     if (c.st == chain::state::issued) {
-      if (c.has_sync && !c.seal_only) break;  // nothing passes a sync in flight
-      any_in_flight = true;
-      if (!c.seal_only) ++writes_in_flight;
+      // A roll's sync under every_append: the next segment gets no byte before it completes.
+      if (c.sealing && !c.seal_only) break;
+      if (c.seal_only) {
+        seal_pending = true;
+        continue;
+      }
+      ++in_flight;
+      unwritten |= !c.write_complete();
       continue;
     }
     if (c.seal_only && !seal_due(i)) {
-      seal_waiting = true;
+      seal_pending = true;
       continue;
     }
     const bool sync = sync_due(c);
     if (!sync && c.buffer.empty()) break;
-    // A sync covers every earlier write of its file only: let them (and earlier segments'
-    // syncs) finish first.
-    if (sync && (any_in_flight || seal_waiting)) break;
-    if (!sync && writes_in_flight >= config_.write_chains_in_flight_max) break;
+    if (!c.seal_only && in_flight >= config_.write_chains_in_flight_max) break;
+    // An fdatasync covers the writes of its file that completed before it started: a chain
+    // that syncs waits for every earlier write (and every earlier segment's sync), not for the
+    // earlier syncs, so the next group's write and sync overlap the previous group's sync.
+    if (sync && (unwritten || seal_pending)) break;
     c.has_sync = sync;
     issue_chain(c);
     issued_any = true;
-    any_in_flight = true;
-    if (c.seal_only) continue;  // the next segment's writes go on beside a rolled one's sync
-    if (sync) break;
-    ++writes_in_flight;
+    if (c.seal_only) {
+      seal_pending = true;  // the next segment's writes go on beside a rolled one's sync
+      continue;
+    }
+    ++in_flight;
+    unwritten |= !c.write_complete();
+    if (c.sealing) break;
   }
   if (issued_any && submit) ring_.submit_queued();
 }
@@ -935,7 +950,9 @@ void log::on_chain_done(chain*) {
     } else {
       if (c->has_batches) written_ = c->last;
       if (c->synced()) {
-        durable_ = written_;  // every earlier chain completed before this sync was issued
+        // Every earlier chain's write completed before this sync was issued, and every
+        // earlier chain retired before this one.
+        durable_ = written_;
         bytes_since_sync_ = 0;
         last_sync_ms_ = now();
       } else {

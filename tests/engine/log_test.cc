@@ -746,6 +746,35 @@ TEST_F(LogTest, AFlushAfterDeferredRollsCoversEverySegment) {
               kPerSegment * (kPayload + batch_header_size));
 }
 
+// Many appenders, each appending again as soon as acknowledged: groups' writes and syncs
+// overlap, yet every acknowledgement says durable only with durable_offset already covering it,
+// in append order, across rolls.
+TEST_F(LogTest, OverlappingGroupCommitsAckOnlyWhatASyncCovered) {
+  log_config c = small_config();
+  c.flush = flush_policy::every_append();
+  auto l = open_log(c);
+  const std::string p = payload_for(0, kPayload);
+  int64_t acked = -1;
+  int done = 0, ready = 16;
+  while (done < 400) {
+    for (; ready > 0 && l->next_offset().value() < 400; --ready) {
+      auto r = l->append(spec_of(p), [&](const result<append_ack>& a) {
+        ASSERT_TRUE(a.ok());
+        EXPECT_TRUE(a->durable);
+        EXPECT_EQ(a->base.value(), acked + 1) << "in append order";
+        EXPECT_GE(l->durable_offset(), a->last) << "acknowledged before a sync covered it";
+        acked = a->last.value();
+        ++done;
+        ++ready;
+      });
+      ASSERT_TRUE(r.ok());
+    }
+    ring_->wait();
+  }
+  EXPECT_GT(l->segment_count(), 20u);
+  ASSERT_TRUE(l->close().ok());
+}
+
 TEST_F(LogTest, CallbacksFireOnceEachInAppendOrder) {
   for (flush_policy policy : {flush_policy::every_append(), flush_policy::none()}) {
     log_config c = small_config();

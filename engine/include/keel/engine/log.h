@@ -35,8 +35,10 @@
 // the log with its io_ring, which lets the log issue when the thread next submits, polls or
 // waits: the appends of one event-loop turn leave as one write. Staged bytes go to the kernel as
 // one write chain through the thread's io_ring: [fallocate ahead] -> write -> [fdatasync],
-// linked. While a syncing chain is in flight, new appends gather in the next chain (group
-// commit); unsynced chains may overlap up to write_chains_in_flight_max. Completions run in
+// linked. While a chain is in flight, new appends gather in the next chain (group commit); a
+// chain that syncs is issued once every earlier chain's write completed (its fdatasync then
+// covers them), beside earlier chains' syncs still in flight, and at most
+// write_chains_in_flight_max chains are in flight. Completions run in
 // order and fire each append's callback with its offsets and whether they are durable. No
 // system call on this path blocks for the disk. A roll under a flush policy other than
 // every_append queues the rolled segment's sync and seal (a seal-only chain) until a durable
