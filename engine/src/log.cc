@@ -173,7 +173,7 @@ struct log::chain {
   log* owner = nullptr;
   std::shared_ptr<segment> seg;
   uint64_t position = 0;  // file position of buffer[0]
-  std::vector<std::byte> buffer;
+  staging_buffer buffer;
   bool has_batches = false;
   offset last;  // last offset staged in this chain
   std::vector<pending_ack> acks;
@@ -654,10 +654,7 @@ uint64_t log::size_bytes() const {
 }
 
 uint64_t log::staged_bytes() const {
-  uint64_t n = 0;
-  for (const auto& c : chains_)
-    if (c->st == chain::state::building) n += c->buffer.size();
-  return n;
+  return staged_bytes_;
 }
 
 status log::roll(uint64_t reserve_bytes) {
@@ -710,13 +707,18 @@ result<append_ack> log::append(const batch_spec& batch, append_callback done) {
                                                   " does not follow the log's end " +
                                                   std::to_string(next_offset_.value()));
   const uint64_t stored = batch_header_size + batch.payload.size();
-  if (const uint64_t staged = staged_bytes();
-      staged + stored > config_.staged_bytes_max && staged > 0)
+  if (staged_bytes_ + stored > config_.staged_bytes_max && staged_bytes_ > 0)
     return make_error(errc::busy, "log " + dir_ + " has its staged bytes at their bound");
 
   const std::shared_ptr<segment>* active = &segments_.back();
   const uint64_t size = (*active)->size();
-  const bool too_old = size > 0 && now() - (*active)->first_append_ms() >= config_.segment_ms;
+  // The age is read once per chain (an event-loop turn), not per append: a clock read costs as
+  // much as the rest of a small append's bookkeeping.
+  const bool starts_chain = chains_.empty() || chains_.back()->st != chain::state::building ||
+                            chains_.back()->seg != *active ||
+                            chains_.back()->buffer.size() >= chain_split_bytes();
+  const bool too_old =
+      size > 0 && starts_chain && now() - (*active)->first_append_ms() >= config_.segment_ms;
   if (size == 0 && stored > (*active)->reserve()) {
     if (auto s = (*active)->grow_reserve(stored); !s) {
       fail(s.err());
@@ -732,8 +734,11 @@ result<append_ack> log::append(const batch_spec& batch, append_callback done) {
   }
   segment& seg = **active;
 
+  // A chain that cannot leave yet (chains in flight at their bound) stops growing at
+  // chain_split_bytes: the next one starts, so buffers stay small enough to recycle instead of
+  // doubling (a copy and fresh pages each time) while the writes lag.
   if (chains_.empty() || chains_.back()->st != chain::state::building ||
-      chains_.back()->seg.get() != &seg) {
+      chains_.back()->seg.get() != &seg || chains_.back()->buffer.size() >= chain_split_bytes()) {
     auto c = new_chain();
     c->owner = this;
     c->seg = *active;
@@ -755,6 +760,7 @@ result<append_ack> log::append(const batch_spec& batch, append_callback done) {
   seg.note_append(header, config_.index_interval_bytes);
   c.has_batches = true;
   c.last = last;
+  staged_bytes_ += stored;
   if (done) c.acks.push_back({base, last, std::move(done)});
   next_offset_ = last.next();
   last_term_ = batch.term;
@@ -879,6 +885,8 @@ void log::issue(bool submit) {
 }
 
 void log::issue_chain(chain& c) {
+  KEEL_ASSERT(staged_bytes_ >= c.buffer.size(), "staged bytes count the building chains");
+  staged_bytes_ -= c.buffer.size();
   c.st = chain::state::issued;
   segment& seg = *c.seg;
   const uint64_t end = c.position + c.buffer.size();
@@ -975,8 +983,10 @@ void log::on_chain_done(chain*) {
       a.done(append_ack{a.base, a.last, durable});
     for (auto& w : c->flush_waiters)
       w(ok_status());
-    // The buffer serves the next chain: no reallocation and no fresh pages per chain.
-    if (spare_buffers_.size() < 4 && c->buffer.capacity() <= (16u << 20)) {
+    // The buffer serves the next chain: no reallocation and no fresh pages per chain (as many
+    // as may be in flight at once, and the one building).
+    if (spare_buffers_.size() <= std::min<size_t>(config_.write_chains_in_flight_max, 8) &&
+        c->buffer.capacity() <= (16u << 20)) {
       c->buffer.clear();
       spare_buffers_.push_back(std::move(c->buffer));
     }
@@ -988,6 +998,7 @@ void log::on_chain_done(chain*) {
       if (chains_[i]->st != chain::state::building) continue;
       auto c = std::move(chains_[i]);
       chains_.erase(chains_.begin() + static_cast<std::ptrdiff_t>(i));
+      staged_bytes_ -= c->buffer.size();
       for (auto& a : c->acks)
         a.done(failure_.value());
       for (auto& w : c->flush_waiters)
@@ -1007,7 +1018,9 @@ std::unique_ptr<log::chain> log::new_chain() {
     c->buffer = std::move(spare_buffers_.back());
     spare_buffers_.pop_back();
   } else {
-    c->buffer.reserve(256u << 10);
+    // Room for a full chain and the append that takes it past the threshold, so a chain's
+    // buffer is not reallocated (and its pages faulted in afresh) as it fills.
+    c->buffer.reserve(config_.issue_staged_bytes + (64u << 10));
   }
   return c;
 }

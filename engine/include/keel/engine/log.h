@@ -65,6 +65,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "keel/engine/batch_format.h"
@@ -76,6 +77,28 @@
 namespace keel::engine {
 
 class segment_cache;
+
+// An allocator whose resize leaves new bytes uninitialized: staging writes every byte it adds,
+// and zeroing them first costs as much as a small append's copy.
+template <class T>
+struct uninitialized_allocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = uninitialized_allocator<U>;
+  };
+  uninitialized_allocator() = default;
+  template <class U>
+  uninitialized_allocator(const uninitialized_allocator<U>&) noexcept {}  // NOLINT
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using staging_buffer = std::vector<std::byte, uninitialized_allocator<std::byte>>;
 
 // What to append: one batch spanning `offset_count` offsets.
 struct batch_spec {
@@ -273,6 +296,7 @@ class log {
   // would have).
   result<bool> recover_unsealed(size_t i, offset next_base);
   std::unique_ptr<chain> new_chain();
+  uint64_t chain_split_bytes() const { return 4 * config_.issue_staged_bytes; }
   void fail(error e);
   void wait_idle();
   const segment* segment_for(offset o) const;
@@ -292,15 +316,16 @@ class log {
   };
   issuer_t issuer_;  // listed with ring_ while a building chain waits to be issued
   segment_cache* cache_;
-  std::deque<std::shared_ptr<segment>> segments_;      // by base; the last is active
-  std::deque<std::unique_ptr<chain>> chains_;          // in append order; the last may be building
-  std::vector<std::vector<std::byte>> spare_buffers_;  // buffers of retired chains, for reuse
+  std::deque<std::shared_ptr<segment>> segments_;  // by base; the last is active
+  std::deque<std::unique_ptr<chain>> chains_;      // in append order; the last may be building
+  std::vector<staging_buffer> spare_buffers_;      // buffers of retired chains, for reuse
   offset log_start_{0};
   offset next_offset_{0};
   offset written_;
   offset durable_;
   term_id last_term_{0};
   uint64_t bytes_since_sync_ = 0;
+  uint64_t staged_bytes_ = 0;  // in building chains
   int64_t last_sync_ms_ = 0;
   bool directory_sync_pending_ = false;
   // While set (wait_idle), waiting seals are issued at once.
