@@ -25,8 +25,6 @@ constexpr const char* shutdown_file = "clean_shutdown";
 constexpr uint64_t sealed_magic = 0x4F5444454C414553ULL;  // "SEALEDTO"
 constexpr const char* sealed_file = "sealed";
 
-void encode_sealed(std::byte (&out)[24], offset to);
-
 void warn(const std::string& message) {
   std::fprintf(stderr, "keel: warning: %s\n", message.c_str());
 }
@@ -389,7 +387,7 @@ status log::recover() {
     log_start_ = bases.front();
   }
 
-  // 2b. The `sealed` record, and its descriptor for the in-place writes.
+  // 2b. The `sealed` record: which closed segments are known synced.
   std::optional<offset> recorded_sealed;  // none: a log older than the record
   {
     auto b = read_small_file(dir_ + "/" + sealed_file);
