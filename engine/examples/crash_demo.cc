@@ -102,7 +102,7 @@ int main(int argc, char** argv) {
   while (at < l.next_offset()) {
     auto r = l.read(at, 1 << 20, l.written_offset());
     if (!r) die("read: " + r.err().describe());
-    for (const batch_view& v : r->batches) {
+    for (const batch_view& v : r->batches()) {
       if (v.header.base_offset.value() != expect) die("a gap in the recovered log");
       const std::string want = payload_for(expect);
       if (v.payload().size() != want.size() ||

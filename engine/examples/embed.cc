@@ -24,7 +24,7 @@ int main() {
 
   auto read = events.read(events.log_start(), 1 << 20, events.durable_offset());
   if (!read) return std::fprintf(stderr, "%s\n", read.err().describe().c_str()), 1;
-  for (const batch_view& batch : read->batches) {
+  for (const batch_view& batch : read->batches()) {
     auto text = batch.payload();
     std::printf("%lld: %.*s\n", (long long)batch.header.base_offset.value(), (int)text.size(),
                 reinterpret_cast<const char*>(text.data()));

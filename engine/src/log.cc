@@ -22,6 +22,8 @@ constexpr uint64_t log_start_magic = 0x5452415453474F4CULL;  // "LOGSTART"
 constexpr uint64_t shutdown_magic = 0x4E574F4454554853ULL;   // "SHUTDOWN"
 constexpr const char* log_start_file = "log_start";
 constexpr const char* shutdown_file = "clean_shutdown";
+constexpr uint64_t sealed_magic = 0x4F5444454C414553ULL;  // "SEALEDTO"
+constexpr const char* sealed_file = "sealed";
 
 void warn(const std::string& message) {
   std::fprintf(stderr, "keel: warning: %s\n", message.c_str());
@@ -121,6 +123,12 @@ bool starts_with_batch(const std::string& path) {
   return n == static_cast<ssize_t>(sizeof buf) && decode_batch_header(buf, h) == header_check::ok;
 }
 
+void encode_sealed(std::byte (&out)[24], offset to) {
+  put<uint64_t>(out, sealed_magic);
+  put<int64_t>(out + 8, to.value());
+  put<uint64_t>(out + 16, XXH3_64bits(out, 16));
+}
+
 int64_t system_now_ms() {
   using namespace std::chrono;
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
@@ -163,13 +171,18 @@ struct log::chain {
   log* owner = nullptr;
   std::shared_ptr<segment> seg;
   uint64_t position = 0;  // file position of buffer[0]
-  std::vector<std::byte> buffer;
+  staging_buffer buffer;
   bool has_batches = false;
   offset last;  // last offset staged in this chain
   std::vector<pending_ack> acks;
   std::vector<std::function<void(const status&)>> flush_waiters;
   bool force_sync = false;
   bool sealing = false;  // the last chain of a rolled segment: synced, then the segment sealed
+  // A sealing chain with no bytes, queued at a roll under a flush policy that does not sync
+  // every append: it syncs the rolled segment only when a durable claim needs it (or another
+  // roll comes), and the next segment's writes do not wait for it. `last` is then the rolled
+  // segment's last offset.
+  bool seal_only = false;
   state st = state::building;
 
   op ops[4];
@@ -220,6 +233,10 @@ struct log::chain {
     } else if (kind == op_kind::sync || kind == op_kind::directory_sync) {
       ++syncs_ok;
     }
+    // A chain waiting for this write to complete may be issued now, beside this one's sync.
+    if (kind == op_kind::write && write_complete() && ops_pending > 0 &&
+        owner->chains_.back()->st == state::building)
+      owner->ring_.note_staged(&owner->issuer_);
     if (ops_pending == 0) {
       st = state::done;
       owner->on_chain_done(this);
@@ -227,10 +244,43 @@ struct log::chain {
   }
 
   bool synced() const { return has_sync && error == 0 && syncs_ok >= syncs_needed; }
+  // Its bytes reached the page cache (or failed): a later chain's sync may start.
+  bool write_complete() const { return error != 0 || written_bytes >= buffer.size(); }
+};
+
+// The `sealed` record's in-place write through the ring (log.h has its format).
+struct log::sealed_record : io_ring::operation {
+  log* owner = nullptr;
+  int fd = -1;
+  std::byte bytes[24] = {};
+  bool in_flight = false;
+  bool again = false;  // a newer value waits for the write in flight
+
+  ~sealed_record() {
+    if (fd >= 0) ::close(fd);
+  }
+  static void on_written(io_ring::operation* self, int res) {
+    auto* r = static_cast<sealed_record*>(self);
+    r->in_flight = false;
+    ::close(r->fd);  // open only while written: a log holds no descriptor for it
+    r->fd = -1;
+    // A failed write only leaves the record behind: recovery then scans a segment more.
+    if (res < 0) warn(r->owner->dir_ + "/sealed: write failed: " + std::strerror(-res));
+    if (r->again) {
+      r->again = false;
+      r->owner->write_sealed_async();
+    }
+  }
 };
 
 log::log(std::string dir, log_config config, io_ring& ring, segment_cache* cache)
-    : dir_(std::move(dir)), config_(std::move(config)), ring_(ring), cache_(cache) {
+    : dir_(std::move(dir)),
+      config_(std::move(config)),
+      ring_(ring),
+      cache_(cache),
+      sealed_(std::make_unique<sealed_record>()) {
+  sealed_->owner = this;
+  sealed_->complete = &sealed_record::on_written;
   if (!config_.now_ms) config_.now_ms = &system_now_ms;
   issuer_.issue = &log::issue_thunk;
   issuer_.owner = this;
@@ -259,6 +309,16 @@ result<std::unique_ptr<log>> log::open(std::string dir, log_config config, io_ri
   l->directory_fd_ = ::open(l->dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (l->directory_fd_ < 0) return make_sys_error(errno, "open log directory " + l->dir_);
   if (auto s = l->recover(); !s) return std::move(s).err();
+  // Every closed segment is synced and sealed now (recovery made sure of those no record named).
+  // Unsynced: a lost or torn record only makes the next recovery scan more. Its name, though,
+  // must last: a missing record means a log older than it, whose recovery trusts more.
+  if (const offset to = l->segments_.back()->base(); l->sealed_on_disk_ != to) {
+    const bool created = !l->sealed_on_disk_ && !l->sealed_found_;
+    if (auto s = l->write_sealed(to, false); !s) return std::move(s).err();
+    if (created) {
+      if (auto s = l->sync_directory(); !s) return std::move(s).err();
+    }
+  }
   l->last_sync_ms_ = l->now();
   l->check_offsets();
   return l;
@@ -307,7 +367,7 @@ status log::recover() {
       }
     } else if (name.size() > 4 && name.substr(name.size() - 4) == ".tmp") {
       ::unlink((dir_ + "/" + name).c_str());  // a durable write that did not finish
-    } else if (name != log_start_file && name != shutdown_file) {
+    } else if (name != log_start_file && name != shutdown_file && name != sealed_file) {
       warn(dir_ + "/" + name + ": not a file of a Keel log; left alone");
     }
   }
@@ -325,6 +385,26 @@ status log::recover() {
     log_start_ = offset(get<int64_t>(b.data() + 8));
   } else if (!bases.empty()) {
     log_start_ = bases.front();
+  }
+
+  // 2b. The `sealed` record: which closed segments are known synced.
+  std::optional<offset> recorded_sealed;  // none: a log older than the record
+  {
+    auto b = read_small_file(dir_ + "/" + sealed_file);
+    if (!b) return std::move(b).err();
+    if (b->has_value()) {
+      sealed_found_ = true;
+      const auto& v = **b;
+      if (v.size() == 24 && get<uint64_t>(v.data()) == sealed_magic &&
+          get<uint64_t>(v.data() + 16) == XXH3_64bits(v.data(), 16)) {
+        sealed_on_disk_ = offset(get<int64_t>(v.data() + 8));
+        recorded_sealed = sealed_on_disk_;
+        sealed_to_ = *sealed_on_disk_;
+      } else {
+        warn(dir_ + "/sealed is damaged; every closed segment is scanned");
+        recorded_sealed = offset::none();
+      }
+    }
   }
 
   // 3. The clean-shutdown marker, removed durably before anything may change.
@@ -379,6 +459,8 @@ status log::recover() {
     auto seg = segment::create(dir_, log_start_, config_, config_.segment_bytes);
     if (!seg) return std::move(seg).err();
     segments_.push_back(std::move(seg).value());
+    // Its name is made durable with the segment's (see open()).
+    if (auto s = write_sealed(log_start_, false); !s) return s;
     if (auto s = sync_directory(); !s) return s;
     next_offset_ = log_start_;
     written_ = durable_ = log_start_.prev();
@@ -392,8 +474,34 @@ status log::recover() {
     segments_.push_back(segment::open_closed(dir_, bases[i], static_cast<uint64_t>(st.st_size)));
   }
 
-  if (!marker && !segments_.empty()) {
+  if (!marker && !segments_.empty() && !recorded_sealed) {
     if (auto s = segments_.back()->repair_unsealed_tail(); !s) return s;
+  } else if (!marker && !segments_.empty()) {
+    // Closed segments the record names were synced; the newest of them may still lack its
+    // seal's cut (that is not synced). The others may not have reached the disk whole.
+    size_t k = 0;
+    while (k < segments_.size() && bases[k + 1] <= *recorded_sealed)
+      ++k;
+    if (k > 0) {
+      if (auto s = segments_[k - 1]->repair_unsealed_tail(); !s) return s;
+    }
+    for (size_t i = k; i < segments_.size(); ++i) {
+      auto complete = recover_unsealed(i, bases[i + 1]);
+      if (!complete) return std::move(complete).err();
+      if (*complete) continue;
+      // Segment i ends before its successor begins: what follows is cut, newest first, and
+      // segment i becomes the active one (scanned, cut and zeroed below).
+      for (size_t j = bases.size() - 1; j > i; --j) {
+        warn(dir_ + "/" + segment_file_stem(bases[j]) +
+             ".log: follows a segment cut short by a crash before its sync; deleted");
+        auto gone = segment::open_closed(dir_, bases[j], 0);
+        if (auto r = gone->remove_files(); !r) return r;
+      }
+      if (auto r = sync_directory(); !r) return r;
+      bases.resize(i + 1);
+      segments_.resize(i);
+      break;
+    }
   }
 
   // 5. The active segment: trusted from the marker when it checks out, scanned otherwise.
@@ -459,6 +567,77 @@ status log::recover() {
   return ok_status();
 }
 
+result<bool> log::recover_unsealed(size_t i, offset next_base) {
+  auto seg = segment::open_active(dir_, segments_[i]->base(), config_, std::nullopt);
+  if (!seg) return std::move(seg).err();
+  auto scan = (*seg)->recover(term_id(0), config_.index_interval_bytes);
+  if (!scan) return std::move(scan).err();
+  if (scan->next_offset != next_base) {
+    warn((*seg)->path(".log") + ": not synced before a crash; it ends at offset " +
+         std::to_string(scan->next_offset.value()) + " (position " + std::to_string(scan->end) +
+         (scan->clean_end ? "" : ", " + scan->damage) + ") and the next segment begins at " +
+         std::to_string(next_base.value()) + ": the log is cut there");
+    return false;
+  }
+  // Whole: make it durable (the dead process's bytes may be only in the page cache) and cut
+  // it to its content, as its roll would have.
+  if (::fdatasync((*seg)->fd()) != 0)
+    return make_sys_error(errno, "fdatasync " + (*seg)->path(".log"));
+  if (auto s = (*seg)->seal(); !s) return std::move(s).err();
+  segments_[i] = segment::open_closed(dir_, segments_[i]->base(), scan->end);
+  return true;
+}
+
+void log::note_sealed(const segment& s) {
+  auto it =
+      std::upper_bound(segments_.begin(), segments_.end(), s.base(),
+                       [](offset v, const std::shared_ptr<segment>& x) { return v < x->base(); });
+  if (it == segments_.end()) return;  // a sealed segment always has a successor
+  const offset to = (*it)->base();
+  if (to <= sealed_to_) return;
+  sealed_to_ = to;
+  write_sealed_async();
+}
+
+void log::write_sealed_async() {
+  if (sealed_->in_flight) {
+    sealed_->again = true;
+    return;
+  }
+  // Once per roll. A record that cannot be written only makes recovery scan more.
+  const std::string path = dir_ + "/" + sealed_file;
+  sealed_->fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (sealed_->fd < 0) {
+    warn("open " + path + ": " + std::strerror(errno));
+    return;
+  }
+  encode_sealed(sealed_->bytes, sealed_to_);
+  sealed_->in_flight = true;
+  ring_.prep_write(sealed_.get(), sealed_->fd, sealed_->bytes, sizeof sealed_->bytes, 0, false);
+}
+
+status log::write_sealed(offset to, bool durable) {
+  while (sealed_->in_flight)
+    ring_.wait();
+  sealed_->again = false;
+  sealed_to_ = to;
+  std::byte bytes[24];
+  encode_sealed(bytes, to);
+  const std::string path = dir_ + "/" + sealed_file;
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return make_sys_error(errno, "open " + path);
+  const ssize_t n = ::pwrite(fd, bytes, sizeof bytes, 0);
+  const int e = n < 0 ? errno : EIO;
+  const bool ok = n == static_cast<ssize_t>(sizeof bytes) && (!durable || ::fdatasync(fd) == 0);
+  const int sync_errno = errno;
+  ::close(fd);
+  if (!ok)
+    return make_sys_error(n == static_cast<ssize_t>(sizeof bytes) ? sync_errno : e,
+                          "write " + path);
+  sealed_on_disk_ = to;
+  return ok_status();
+}
+
 void log::check_offsets() const {
   KEEL_ASSERT(durable_ <= written_, "durable <= written");
   KEEL_ASSERT(written_ <= next_offset_.prev(), "written <= appended");
@@ -473,18 +652,26 @@ uint64_t log::size_bytes() const {
 }
 
 uint64_t log::staged_bytes() const {
-  uint64_t n = 0;
-  for (const auto& c : chains_)
-    if (c->st == chain::state::building) n += c->buffer.size();
-  return n;
+  return staged_bytes_;
 }
 
 status log::roll(uint64_t reserve_bytes) {
   const std::shared_ptr<segment>& old = segments_.back();
-  // The old segment's last chain syncs it and then seals it; until that sync completes no
-  // chain of the new segment is issued, so a crash never leaves a gap between the two.
-  if (!chains_.empty() && chains_.back()->st == chain::state::building &&
-      chains_.back()->seg == old) {
+  if (config_.flush.kind != flush_policy::mode::every_append) {
+    // The rolled segment's sync waits for the next durable claim (seal_due), so appends to
+    // the new segment never wait for it; until it completes, durable_ stays below the rolled
+    // segment's end and recovery scans the segment (the `sealed` record does not name it).
+    auto c = new_chain();
+    c->owner = this;
+    c->seg = old;
+    c->position = old->size();
+    c->sealing = c->seal_only = true;
+    c->last = next_offset_.prev();
+    chains_.push_back(std::move(c));
+  } else if (!chains_.empty() && chains_.back()->st == chain::state::building &&
+             chains_.back()->seg == old) {
+    // Every append syncs: the old segment's last chain syncs it and then seals it; until that
+    // sync completes no chain of the new segment is issued, so a crash never leaves a gap.
     chains_.back()->sealing = true;
   } else {
     auto c = new_chain();
@@ -518,13 +705,18 @@ result<append_ack> log::append(const batch_spec& batch, append_callback done) {
                                                   " does not follow the log's end " +
                                                   std::to_string(next_offset_.value()));
   const uint64_t stored = batch_header_size + batch.payload.size();
-  if (const uint64_t staged = staged_bytes();
-      staged + stored > config_.staged_bytes_max && staged > 0)
+  if (staged_bytes_ + stored > config_.staged_bytes_max && staged_bytes_ > 0)
     return make_error(errc::busy, "log " + dir_ + " has its staged bytes at their bound");
 
   const std::shared_ptr<segment>* active = &segments_.back();
   const uint64_t size = (*active)->size();
-  const bool too_old = size > 0 && now() - (*active)->first_append_ms() >= config_.segment_ms;
+  // The age is read once per chain (an event-loop turn), not per append: a clock read costs as
+  // much as the rest of a small append's bookkeeping.
+  const bool starts_chain = chains_.empty() || chains_.back()->st != chain::state::building ||
+                            chains_.back()->seg != *active ||
+                            chains_.back()->buffer.size() >= chain_split_bytes();
+  const bool too_old =
+      size > 0 && starts_chain && now() - (*active)->first_append_ms() >= config_.segment_ms;
   if (size == 0 && stored > (*active)->reserve()) {
     if (auto s = (*active)->grow_reserve(stored); !s) {
       fail(s.err());
@@ -540,8 +732,11 @@ result<append_ack> log::append(const batch_spec& batch, append_callback done) {
   }
   segment& seg = **active;
 
+  // A chain that cannot leave yet (chains in flight at their bound) stops growing at
+  // chain_split_bytes: the next one starts, so buffers stay small enough to recycle instead of
+  // doubling (a copy and fresh pages each time) while the writes lag.
   if (chains_.empty() || chains_.back()->st != chain::state::building ||
-      chains_.back()->seg.get() != &seg) {
+      chains_.back()->seg.get() != &seg || chains_.back()->buffer.size() >= chain_split_bytes()) {
     auto c = new_chain();
     c->owner = this;
     c->seg = *active;
@@ -563,6 +758,7 @@ result<append_ack> log::append(const batch_spec& batch, append_callback done) {
   seg.note_append(header, config_.index_interval_bytes);
   c.has_batches = true;
   c.last = last;
+  staged_bytes_ += stored;
   if (done) c.acks.push_back({base, last, std::move(done)});
   next_offset_ = last.next();
   last_term_ = batch.term;
@@ -582,7 +778,9 @@ void log::flush(std::function<void(const status&)> done) {
     if (done) done(ok_status());
     return;
   }
-  if (chains_.empty() || chains_.back()->st != chain::state::building) {
+  // A waiting seal covers only its own segment: the claim needs a sync of the active one too.
+  if (chains_.empty() || chains_.back()->st != chain::state::building ||
+      chains_.back()->seal_only) {
     auto c = new_chain();
     c->owner = this;
     c->seg = segments_.back();
@@ -628,32 +826,65 @@ void log::issue_thunk(io_ring::issuer* self) {
   static_cast<issuer_t*>(self)->owner->issue(false);
 }
 
+bool log::seal_due(size_t i) const {
+  if (seals_forced_) return true;
+  // A later durable claim needs this segment synced first; a later roll bounds the rolled
+  // segments waiting for their sync (and their descriptors) to one.
+  for (size_t j = i + 1; j < chains_.size(); ++j) {
+    const chain& later = *chains_[j];
+    if (later.seal_only || (later.st == chain::state::building && sync_due(later))) return true;
+  }
+  return false;
+}
+
 void log::issue(bool submit) {
   if (failure_) return;
-  unsigned in_flight = 0;
+  unsigned in_flight = 0;     // chains issued and not done, seal-only ones aside
+  bool unwritten = false;     // an issued chain whose write has not completed
+  bool seal_pending = false;  // a rolled segment's deferred sync waiting or in flight
   bool issued_any = false;
-  for (auto& cp : chains_) {
-    chain& c = *cp;
+  for (size_t i = 0; i < chains_.size(); ++i) {
+    chain& c = *chains_[i];
     if (c.st == chain::state::done) continue;  // waiting for an earlier one to retire
     if (c.st == chain::state::issued) {
-      if (c.has_sync) break;  // nothing passes a sync in flight
+      // A roll's sync under every_append: the next segment gets no byte before it completes.
+      if (c.sealing && !c.seal_only) break;
+      if (c.seal_only) {
+        seal_pending = true;
+        continue;
+      }
       ++in_flight;
+      unwritten |= !c.write_complete();
+      continue;
+    }
+    if (c.seal_only && !seal_due(i)) {
+      seal_pending = true;
       continue;
     }
     const bool sync = sync_due(c);
     if (!sync && c.buffer.empty()) break;
-    if (sync && in_flight > 0) break;  // a sync covers every earlier write: let them finish
-    if (!sync && in_flight >= config_.write_chains_in_flight_max) break;
+    if (!c.seal_only && in_flight >= config_.write_chains_in_flight_max) break;
+    // An fdatasync covers the writes of its file that completed before it started: a chain
+    // that syncs waits for every earlier write (and every earlier segment's sync), not for the
+    // earlier syncs, so the next group's write and sync overlap the previous group's sync.
+    if (sync && (unwritten || seal_pending)) break;
     c.has_sync = sync;
     issue_chain(c);
     issued_any = true;
-    if (sync) break;
+    if (c.seal_only) {
+      seal_pending = true;  // the next segment's writes go on beside a rolled one's sync
+      continue;
+    }
     ++in_flight;
+    unwritten |= !c.write_complete();
+    if (c.sealing) break;
   }
   if (issued_any && submit) ring_.submit_queued();
 }
 
 void log::issue_chain(chain& c) {
+  KEEL_ASSERT(staged_bytes_ >= c.buffer.size(), "staged bytes count the building chains");
+  staged_bytes_ -= c.buffer.size();
   c.st = chain::state::issued;
   segment& seg = *c.seg;
   const uint64_t end = c.position + c.buffer.size();
@@ -692,9 +923,18 @@ void log::issue_chain(chain& c) {
 
 void log::on_chain_done(chain*) {
   bool progressed = false;
-  while (!chains_.empty() && chains_.front()->st == chain::state::done) {
-    std::unique_ptr<chain> c = std::move(chains_.front());
-    chains_.pop_front();
+  for (size_t i = 0; i < chains_.size();) {
+    if (chains_[i]->st != chain::state::done) {
+      // Later writes retire past a rolled segment's sync that waits or runs: it holds no
+      // batch of theirs, and durable_ does not pass it until it completes.
+      if (chains_[i]->seal_only) {
+        ++i;
+        continue;
+      }
+      break;
+    }
+    std::unique_ptr<chain> c = std::move(chains_[i]);
+    chains_.erase(chains_.begin() + static_cast<std::ptrdiff_t>(i));
     if (c->error != 0 && !failure_) {
       failure_ = make_sys_error(c->error, "write or fdatasync of " + c->seg->path(".log") +
                                               " at position " + std::to_string(c->position));
@@ -708,13 +948,22 @@ void log::on_chain_done(chain*) {
       continue;
     }
     c->seg->note_written(c->position + c->buffer.size());
-    if (c->has_batches) written_ = c->last;
-    if (c->synced()) {
-      durable_ = written_;  // every earlier chain completed before this sync was issued
-      bytes_since_sync_ = 0;
-      last_sync_ms_ = now();
+    if (c->seal_only) {
+      // Its segment's batches were all written before it was issued, and every earlier
+      // segment's sync completed before it was issued.
+      KEEL_ASSERT(c->synced(), "a seal syncs");
+      durable_ = std::max(durable_, c->last);
     } else {
-      bytes_since_sync_ += c->buffer.size();
+      if (c->has_batches) written_ = c->last;
+      if (c->synced()) {
+        // Every earlier chain's write completed before this sync was issued, and every
+        // earlier chain retired before this one.
+        durable_ = written_;
+        bytes_since_sync_ = 0;
+        last_sync_ms_ = now();
+      } else {
+        bytes_since_sync_ += c->buffer.size();
+      }
     }
     check_offsets();
     progressed = true;
@@ -722,8 +971,9 @@ void log::on_chain_done(chain*) {
       if (auto s = c->seg->seal(); !s) {
         failure_ = s.err();
         warn(dir_ + ": appends stopped: " + failure_->describe());
-      } else if (cache_ && c->seg->mapped()) {
-        cache_->touch(c->seg.get());
+      } else {
+        if (cache_ && c->seg->mapped()) cache_->touch(c->seg.get());
+        note_sealed(*c->seg);
       }
     }
     const bool durable = c->synced();
@@ -731,8 +981,10 @@ void log::on_chain_done(chain*) {
       a.done(append_ack{a.base, a.last, durable});
     for (auto& w : c->flush_waiters)
       w(ok_status());
-    // The buffer serves the next chain: no reallocation and no fresh pages per chain.
-    if (spare_buffers_.size() < 4 && c->buffer.capacity() <= (16u << 20)) {
+    // The buffer serves the next chain: no reallocation and no fresh pages per chain (as many
+    // as may be in flight at once, and the one building).
+    if (spare_buffers_.size() <= std::min<size_t>(config_.write_chains_in_flight_max, 8) &&
+        c->buffer.capacity() <= (16u << 20)) {
       c->buffer.clear();
       spare_buffers_.push_back(std::move(c->buffer));
     }
@@ -740,9 +992,11 @@ void log::on_chain_done(chain*) {
   if (failure_) {
     // Chains not yet issued will never be: fail their appends now. Issued ones report above
     // when the ring hands them back.
-    while (!chains_.empty() && chains_.back()->st == chain::state::building) {
-      auto c = std::move(chains_.back());
-      chains_.pop_back();
+    for (size_t i = chains_.size(); i-- > 0;) {
+      if (chains_[i]->st != chain::state::building) continue;
+      auto c = std::move(chains_[i]);
+      chains_.erase(chains_.begin() + static_cast<std::ptrdiff_t>(i));
+      staged_bytes_ -= c->buffer.size();
       for (auto& a : c->acks)
         a.done(failure_.value());
       for (auto& w : c->flush_waiters)
@@ -762,7 +1016,9 @@ std::unique_ptr<log::chain> log::new_chain() {
     c->buffer = std::move(spare_buffers_.back());
     spare_buffers_.pop_back();
   } else {
-    c->buffer.reserve(256u << 10);
+    // Room for a full chain and the append that takes it past the threshold, so a chain's
+    // buffer is not reallocated (and its pages faulted in afresh) as it fills.
+    c->buffer.reserve(config_.issue_staged_bytes + (64u << 10));
   }
   return c;
 }
@@ -775,6 +1031,7 @@ void log::fail(error e) {
 }
 
 void log::wait_idle() {
+  seals_forced_ = true;
   while (!chains_.empty()) {
     issue();
     bool any_issued = false;
@@ -791,6 +1048,9 @@ void log::wait_idle() {
     }
     ring_.wait();
   }
+  while (sealed_->in_flight)
+    ring_.wait();
+  seals_forced_ = false;
 }
 
 const segment* log::segment_for(offset o) const {
@@ -806,6 +1066,59 @@ status log::ensure_mapped(const segment& s) const {
   if (auto r = seg.ensure_mapped(); !r) return r;
   if (cache_ && !seg.active() && seg.mapped()) cache_->touch(&seg);
   return ok_status();
+}
+
+namespace {
+
+// Checks each batch of [start, end) (a run of whole batches, the first at `start` with base
+// `base`): header, offsets following on, checksum. Returns the end of the valid prefix and its
+// last offset (the run's start and none when the first batch fails).
+segment::run verified_prefix(const std::byte* data, uint64_t start, uint64_t end, offset base) {
+  segment::run out{start, offset::none()};
+  offset expected = base;
+  for (uint64_t position = start; position < end;) {
+    batch_header h;
+    if (end - position < batch_header_size ||
+        decode_batch_header({data + position, batch_header_size}, h) != header_check::ok ||
+        h.stored_size() > end - position || h.base_offset != expected ||
+        !verify_batch({data + position, h.stored_size()}, h))
+      break;
+    position += h.stored_size();
+    out.end = position;
+    out.last = h.last_offset;
+    expected = h.last_offset.next();
+  }
+  return out;
+}
+
+}  // namespace
+
+void batch_list::iterator::load() {
+  while (range_ < ranges_.size()) {
+    const std::span<const std::byte> bytes = ranges_[range_].bytes;
+    if (position_ < bytes.size()) {
+      batch_header& h = view_.header;
+      if (bytes.size() - position_ >= batch_header_size &&
+          decode_batch_header(bytes.subspan(position_, batch_header_size), h) == header_check::ok &&
+          h.stored_size() <= bytes.size() - position_) {
+        view_.stored = bytes.subspan(position_, h.stored_size());
+        return;
+      }
+      break;  // damage: the iteration ends here
+    }
+    ++range_;
+    position_ = 0;
+  }
+  range_ = ranges_.size();
+  position_ = 0;
+  view_ = {};
+}
+
+size_t batch_list::count() const {
+  size_t n = 0;
+  for (auto it = begin(); it != end(); ++it)
+    ++n;
+  return n;
 }
 
 result<read_result> log::read(offset from, uint64_t max_bytes, offset upper_bound,
@@ -828,95 +1141,65 @@ result<read_result> log::read(offset from, uint64_t max_bytes, offset upper_boun
     const segment& seg = **it;
     if (auto s = ensure_mapped(seg); !s) return s.err();
     if (seg.written_size() == 0) continue;
-    uint64_t position = 0;
+    uint64_t start = 0;
     if (first) {
       auto p = seg.find(from);
       if (!p) return std::move(p).err();
-      first = false;
       // The segment with the greatest base <= `from` must hold it: anything else is a gap.
       if (!p->has_value())
         return make_error(errc::corrupt, seg.path(".log") + " holds no batch with offset " +
                                              std::to_string(from.value()) +
                                              " (a gap before the next segment)");
-      position = **p;
+      start = **p;
     }
-    // The loop runs once per returned batch and is the read path's whole cost, so it decodes
-    // each header straight into its view (no result per batch, as segment::header_at builds,
-    // and no copy of the header) and keeps its counters in locals.
+    KEEL_ASSERT(seg.written_size() <= seg.map()->size(),
+                "the written part of a segment lies inside its map");
     const std::byte* const data = seg.map()->data();
-    const uint64_t end = seg.written_size();
-    KEEL_ASSERT(end <= seg.map()->size(), "the written part of a segment lies inside its map");
-    std::vector<batch_view>& views = out.batches;
-    if (views.empty() && end - position >= batch_header_size) {
-      // Room for as many batches of the first one's size as the read may return, within
-      // reason: one allocation for the usual read of similar batches.
-      const uint64_t first_size =
-          batch_header_size +
-          std::min<uint64_t>(detail::load_le<uint32_t>(data + position + 8), end - position);
-      const uint64_t room = std::min<uint64_t>(max_bytes, end - position);
-      views.reserve(static_cast<size_t>(std::min<uint64_t>(room / first_size + 1, 4096)));
+    const bool read_empty = out.ranges.empty();
+    // The first batch of the segment: a gap before it, or damage, ends a read that already has
+    // batches (the next read, starting there, reports it); on the read's first batch it is the
+    // answer.
+    auto h = seg.header_at(start);
+    if (!h || (!first && h->base_offset != out.next_offset)) {
+      if (!read_empty) break;
+      if (!h) return std::move(h).err();
+      return make_error(errc::corrupt, seg.path(".log") + " starts at offset " +
+                                           std::to_string(h->base_offset.value()) + ", not " +
+                                           std::to_string(out.next_offset.value()));
     }
-    const size_t views_before = views.size();
-    uint64_t bytes = out.bytes;
-    offset next = out.next_offset;
-    bool stop = false;
-    while (position < end) {
-      // Each header's position comes from the one before: without fetching ahead, the walk
-      // waits on memory once per batch. (A prefetch never faults, past the map's end included;
-      // the address is formed as an integer so no pointer leaves its object.)
-      __builtin_prefetch(
-          reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(data) + position + 8192));
-      batch_view& v = views.emplace_back();
-      batch_header& h = v.header;
-      const bool first_view = views.size() == 1;
-      if (end - position < batch_header_size ||
-          decode_batch_header({data + position, batch_header_size}, h) != header_check::ok ||
-          h.stored_size() > end - position) {
-        views.pop_back();
-        // Damage after the first batch ends this read with what came before it; the next read,
-        // starting at the damage, reports it.
-        if (!views.empty()) {
-          stop = true;
-          break;
-        }
-        auto e = seg.header_at(position);
-        KEEL_ASSERT(!e, "header_at refuses what the read loop refused");
-        return std::move(e).err();
-      }
-      v.stored = {data + position, h.stored_size()};
-      // A gap, the bound or max_bytes ends the read before this batch. The checksum is verified
-      // before the last offset is used: a damaged one must not pass for a batch beyond the
-      // bound (a reader would wait at it forever instead of seeing the damage).
-      if (!first_view && h.base_offset != next) {
-        views.pop_back();
-        stop = true;
-        break;
-      }
-      if (options.verify_checksums && !verify_batch(v.stored, h)) {
-        const offset damaged = h.base_offset;
-        views.pop_back();
-        if (!views.empty()) {
-          stop = true;
-          break;
-        }
-        return make_error(errc::corrupt, seg.path(".log") +
-                                             ": checksum mismatch in the batch at position " +
-                                             std::to_string(position) + " (offset " +
-                                             std::to_string(damaged.value()) + ")");
-      }
-      if (h.last_offset > bound || (!first_view && bytes + h.stored_size() > max_bytes)) {
-        views.pop_back();
-        stop = true;
-        break;
-      }
-      bytes += h.stored_size();
-      next = h.last_offset.next();
-      position += h.stored_size();
+    first = false;
+    // The byte budget left; the read's first batch is returned whatever its size.
+    uint64_t room = max_bytes > out.bytes ? max_bytes - out.bytes : 0;
+    if (read_empty) room = std::max<uint64_t>(room, h->stored_size());
+    const uint64_t limit = start + std::min(room, seg.written_size() - start);
+    auto r = seg.run_end(start, limit, bound);
+    if (!r) {
+      if (!read_empty) break;
+      return std::move(r).err();
     }
-    if (views.size() > views_before) out.keep_alive.push_back(seg.map());
-    out.bytes = bytes;
-    out.next_offset = next;
-    if (stop) break;
+    segment::run run = *r;
+    bool damaged = false;
+    if (options.verify_checksums && run.end > start) {
+      const segment::run valid = verified_prefix(data, start, run.end, h->base_offset);
+      if (valid.end < run.end) {
+        if (valid.end == start && read_empty)
+          return make_error(errc::corrupt, seg.path(".log") +
+                                               ": checksum mismatch in the batch at position " +
+                                               std::to_string(start) + " (offset " +
+                                               std::to_string(h->base_offset.value()) + ")");
+        // Later damage ends the read before it; the next read, starting there, reports it.
+        damaged = true;
+        run = valid;
+      }
+    }
+    if (run.end > start) {
+      out.ranges.push_back({{data + start, run.end - start}, h->base_offset, run.last});
+      out.keep_alive.push_back(seg.map());
+      out.bytes += run.end - start;
+      out.next_offset = run.last.next();
+    }
+    // The bound, the byte budget or damage ended the run inside this segment.
+    if (damaged || run.end < seg.written_size()) break;
   }
   return out;
 }
@@ -991,6 +1274,14 @@ status log::truncate_suffix(offset from) {
       return make_error(errc::invalid_argument, "offset " + std::to_string(from.value()) +
                                                     " is inside a batch, not at its start");
     position = **p;
+  }
+  // The record must not name the segment that becomes active again, nor any that replaces the
+  // ones removed.
+  if (sealed_to_ > keep->base()) {
+    if (auto s = write_sealed(keep->base(), true); !s) {
+      fail(s.err());
+      return s;
+    }
   }
   // Later segments go entirely; views into them keep their pages.
   bool removed = false;
@@ -1080,6 +1371,9 @@ status log::reset_to(offset start) {
   // The start is persisted first: a crash part-way leaves segments that open() deletes (or, for
   // a start equal to the old one, a suffix that was being removed).
   if (auto s = persist_log_start(start); !s) return s;
+  if (sealed_to_ > start) {
+    if (auto s = write_sealed(start, true); !s) return s;
+  }
   // From the newest back, so a crash part-way never leaves a gap after the start.
   while (!segments_.empty()) {
     if (cache_) cache_->forget(segments_.back().get());

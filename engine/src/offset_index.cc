@@ -128,6 +128,19 @@ std::optional<offset_index::entry> offset_index::floor(offset target) const {
   return at(lo - 1);
 }
 
+std::optional<offset_index::entry> offset_index::floor_position(uint64_t position) const {
+  size_t lo = 0, hi = count();  // first entry with position > position
+  while (lo < hi) {
+    const size_t mid = lo + (hi - lo) / 2;
+    if (at(mid).position <= position)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  if (lo == 0) return std::nullopt;
+  return at(lo - 1);
+}
+
 void offset_index::append(offset batch_base, uint32_t position) {
   KEEL_ASSERT(!full(), "append to a full offset index");
   KEEL_ASSERT(position > 0, "the first batch of a segment is never indexed");

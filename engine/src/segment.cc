@@ -277,6 +277,54 @@ result<std::optional<uint64_t>> segment::find(offset target) const {
   return std::optional<uint64_t>();
 }
 
+result<segment::run> segment::run_end(uint64_t start, uint64_t limit, offset bound) const {
+  KEEL_ASSERT(map_ != nullptr, "reads need a mapped segment");
+  KEEL_ASSERT(start < written_size_, "a run starts at a batch inside the written part");
+  limit = std::min(limit, written_size_);
+  run out{start, offset::none()};
+  uint64_t position = start;
+  std::optional<offset> expected;  // the base the batch at `position` must have
+  if (index_.is_open() && limit > start) {
+    // Every batch before an entry at or below limit - 1 ends by the limit (an entry exactly at
+    // the limit may be a batch still unwritten), and every batch before an entry whose offset
+    // is <= bound ends before the bound: the walk starts at the nearer of the two.
+    const auto by_limit = index_.floor_position(limit - 1);
+    const auto by_bound = index_.floor(bound);
+    std::optional<offset_index::entry> e;
+    if (by_limit && by_bound) e = by_limit->position < by_bound->position ? by_limit : by_bound;
+    if (e && e->position <= start) e.reset();
+    batch_header h;
+    // An entry is followed only when it points at its batch (as find() checks).
+    if (e && e->position + batch_header_size <= written_size_ &&
+        decode_batch_header(map_->bytes(e->position, batch_header_size), h) == header_check::ok &&
+        h.base_offset == e->base_offset) {
+      position = out.end = e->position;
+      out.last = e->base_offset.prev();  // batches of a segment follow on without gaps
+      expected = e->base_offset;
+    }
+  }
+  const std::byte* const data = map_->data();
+  while (position < limit) {
+    batch_header h;
+    if (written_size_ - position < batch_header_size ||
+        decode_batch_header({data + position, batch_header_size}, h) != header_check::ok ||
+        h.stored_size() > written_size_ - position || (expected && h.base_offset != *expected)) {
+      if (position == start) {
+        auto e = header_at(start);
+        KEEL_ASSERT(!e, "header_at refuses what the run walk refused at its start");
+        return std::move(e).err();
+      }
+      break;
+    }
+    if (h.stored_size() > limit - position || h.last_offset > bound) break;
+    position += h.stored_size();
+    out.end = position;
+    out.last = h.last_offset;
+    expected = h.last_offset.next();
+  }
+  return out;
+}
+
 void segment::rebuild_indexes(uint32_t index_interval_bytes, uint64_t end) {
   index_.clear();
   time_index_.clear();

@@ -1013,7 +1013,7 @@ void broker::handle_client(net::node_id session, uint16_t type,
           r.error = admin_error::storage_error;
           return back(admin_type::fetch_response, net::encode(r));
         }
-        for (const auto& v : read->batches) {
+        for (const auto& v : read->batches()) {
           auto p = v.payload();
           r.batches.push_back({v.header.base_offset.value(), v.header.last_offset.value(),
                                v.header.term.value(), v.header.type,

@@ -149,13 +149,13 @@ void controller::apply_committed(raft::offset high_watermark) {
       continue;
     }
     auto r = log_->read(from, 4 << 20, to_engine(high_watermark));
-    if (!r || r->batches.empty()) {
+    if (!r || r->batches().empty()) {
       std::fprintf(stderr, "keel: controller: cannot read committed metadata at %lld: %s\n",
                    static_cast<long long>(from.value()),
                    r ? "nothing written yet" : r.err().describe().c_str());
       return;  // retried at the next commit
     }
-    for (const engine::batch_view& b : r->batches) {
+    for (const engine::batch_view& b : r->batches()) {
       apply_result result;
       if (b.header.type == static_cast<uint8_t>(raft::batch_type::data)) {
         result = state_.apply(b.payload());

@@ -82,12 +82,12 @@ void group_coordinator::on_commit() {
   }
   while (applied_ < hw) {
     auto read = log.read(engine::offset(applied_ + 1), 1 << 20, to_engine(host_.high_watermark()));
-    if (!read || read->batches.empty()) {
+    if (!read || read->batches().empty()) {
       log_line("cannot read __consumer_offsets at " + std::to_string(applied_ + 1) +
                (read ? std::string(": nothing there") : ": " + read.err().describe()));
       return;
     }
-    for (const auto& b : read->batches) {
+    for (const auto& b : read->batches()) {
       if (b.header.last_offset.value() <= applied_) continue;
       if (b.header.type == static_cast<uint8_t>(raft::batch_type::data)) {
         kafka::record_reader records(b.payload(), applied_ + 1);

@@ -177,11 +177,11 @@ void kafka_frontend::follow_producers(unsigned k, uint64_t group) {
   options.verify_checksums = false;
   while (p.followed_to < next) {
     auto read = r.log->read(engine::offset(p.followed_to), 4 << 20, to_engine(hw), options);
-    if (!read || read->batches.empty()) {
+    if (!read || read->batches().empty()) {
       p.term = -1;  // the log moved under us (a reset): rebuild at the next commit
       return;
     }
-    for (const auto& b : read->batches) {
+    for (const auto& b : read->batches()) {
       if (b.header.last_offset.value() < p.followed_to) continue;
       if (b.header.type == static_cast<uint8_t>(raft::batch_type::data)) {
         auto h = kafka::parse_header(b.payload());
@@ -550,7 +550,7 @@ void kafka_frontend::fetch_round(std::shared_ptr<fetch_state> f) {
             out->error = error_code::kafka_storage_error;
           } else {
             out->read = std::move(*read);
-            for (const auto& v : out->read.batches) {
+            for (const auto& v : out->read.batches()) {
               if (v.header.type == static_cast<uint8_t>(raft::batch_type::data)) {
                 out->batches.push_back(v.payload());
               } else {

@@ -282,8 +282,8 @@ bool rebuild_producer_state(const engine::log& log, producer_snapshot_store* sto
       warn("producer state rebuild: " + r.err().describe());
       return false;
     }
-    if (r->batches.empty()) return false;  // not written up to `until` yet
-    for (const engine::batch_view& v : r->batches) {
+    if (r->batches().empty()) return false;  // not written up to `until` yet
+    for (const engine::batch_view& v : r->batches()) {
       if (v.header.type != data_type) continue;
       auto h = net::kafka::parse_header(v.payload());
       if (!h || h->producer_id < 0) continue;

@@ -37,8 +37,8 @@ raft::result<std::vector<raft::batch>> raft_log::read(raft::offset from, raft::o
     auto r = log_.read(at, std::max<uint64_t>(max_bytes - cost, 1), to_engine(to),
                        engine::read_options{true});
     if (!r) return raft::make_error(raft::errc::unavailable, r.err().describe());
-    if (r->batches.empty()) break;
-    for (const engine::batch_view& v : r->batches) {
+    if (r->batches().empty()) break;
+    for (const engine::batch_view& v : r->batches()) {
       raft::batch b;
       b.type = static_cast<raft::batch_type>(v.header.type);
       b.term = raft::term_id(v.header.term.value());

@@ -75,10 +75,10 @@ TEST_F(log_manager_test, thousands_of_logs_reopen_with_bounded_descriptors) {
     ASSERT_NE(l, nullptr);
     auto r = l->read(offset(0), 1 << 20, l->written_offset());
     ASSERT_TRUE(r.ok()) << r.err().describe();
-    ASSERT_EQ(r->batches.size(), 1u);
+    ASSERT_EQ(r->batches().count(), 1u);
     const std::string want = "hello " + std::to_string(i);
-    EXPECT_EQ(std::string(reinterpret_cast<const char*>(r->batches[0].payload().data()),
-                          r->batches[0].payload().size()),
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(r->batches().front().payload().data()),
+                          r->batches().front().payload().size()),
               want);
   }
 }
@@ -103,7 +103,7 @@ TEST_F(log_manager_test, closed_segment_maps_are_bounded_across_logs) {
     ASSERT_GT(l->segment_count(), 3u);
     auto r = l->read(offset(0), 64 << 20, l->written_offset());
     ASSERT_TRUE(r.ok()) << r.err().describe();
-    EXPECT_EQ(r->batches.size(), 12u);
+    EXPECT_EQ(r->batches().count(), 12u);
     EXPECT_LE((*m)->mapped_segments(), 3u);
   }
   // Views taken before eviction stay readable after their segment's map was dropped.
@@ -111,7 +111,7 @@ TEST_F(log_manager_test, closed_segment_maps_are_bounded_across_logs) {
   ASSERT_TRUE(first.ok());
   for (log* l : all)
     ASSERT_TRUE(l->read(offset(0), 64 << 20, l->written_offset()).ok());
-  EXPECT_EQ(first->batches[0].payload()[0], std::byte{'x'});
+  EXPECT_EQ(first->batches().front().payload()[0], std::byte{'x'});
 }
 
 TEST_F(log_manager_test, names_are_validated_and_remove_deletes_the_directory) {

@@ -225,11 +225,12 @@ class model_run {
       want.push_back(&b);
       bytes += b.stored();
     }
-    ASSERT_EQ(r->batches.size(), want.size())
+    const std::vector<batch_view> views = views_of(*r);
+    ASSERT_EQ(views.size(), want.size())
         << "read(" << from << ", " << max_bytes << ", " << upper << ") written " << bound;
     ASSERT_EQ(r->bytes, bytes);
     for (size_t i = 0; i < want.size(); ++i) {
-      const batch_view& v = r->batches[i];
+      const batch_view& v = views[i];
       ASSERT_EQ(v.header.base_offset.value(), want[i]->base);
       ASSERT_EQ(v.header.last_offset.value(), want[i]->last);
       ASSERT_EQ(v.header.term.value(), want[i]->term);

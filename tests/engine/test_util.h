@@ -125,6 +125,14 @@ struct stored_batch {
   std::string payload;
 };
 
+// The views of a read, decoded once (for indexing and for holding across later changes).
+inline std::vector<batch_view> views_of(const read_result& r) {
+  std::vector<batch_view> out;
+  for (const batch_view& v : r.batches())
+    out.push_back(v);
+  return out;
+}
+
 // Reads everything readable from `from` (up to the written end), following next_offset.
 inline result<std::vector<stored_batch>> read_all(const log& l, offset from,
                                                   uint64_t max_bytes = 64 << 10,
@@ -133,8 +141,8 @@ inline result<std::vector<stored_batch>> read_all(const log& l, offset from,
   for (;;) {
     auto r = l.read(from, max_bytes, l.written_offset(), read_options{verify});
     if (!r) return std::move(r).err();
-    if (r->batches.empty()) break;
-    for (const batch_view& v : r->batches)
+    if (r->batches().empty()) break;
+    for (const batch_view& v : r->batches())
       out.push_back({v.header, string_of(v.payload())});
     from = r->next_offset;
   }

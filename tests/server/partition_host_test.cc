@@ -47,8 +47,8 @@ std::vector<std::string> data_payloads(engine::log& l, raft::offset upto) {
   while (at <= to_engine(upto)) {
     auto r = l.read(at, 1 << 20, to_engine(upto));
     EXPECT_TRUE(r.ok());
-    if (!r.ok() || r->batches.empty()) break;
-    for (auto& b : r->batches)
+    if (!r.ok() || r->batches().empty()) break;
+    for (auto& b : r->batches())
       if (b.header.type == static_cast<uint8_t>(raft::batch_type::data))
         out.emplace_back(reinterpret_cast<const char*>(b.payload().data()), b.payload().size());
     at = r->next_offset;

@@ -10,6 +10,18 @@
 //                                      next offset, i64 active segment base, u64 active segment
 //                                      size, u64 last batch position, u64 XXH3-64 of the first
 //                                      40 bytes); lets open() skip the recovery scan
+//   sealed                             every segment whose batches all lie below the recorded
+//                                      offset was synced and sealed (24 bytes: u64 magic
+//                                      0x4F5444454C414553 "SEALEDTO", i64 offset, u64 XXH3-64 of
+//                                      the first 16 bytes); rewritten in place through the ring
+//                                      after each seal without a sync (it only ever names
+//                                      segments already synced, so any version on disk is
+//                                      true), lowered durably before a truncation or reset
+//                                      removes a segment it names. After an unclean stop, open()
+//                                      scans every closed segment it does not name, and cuts
+//                                      the log at the first one that does not end where its
+//                                      successor begins. A log without it (written before it
+//                                      existed) repairs only its last closed segment's tail.
 //
 // Offsets. Every stored batch spans [base, last]; batches follow on without gaps. Three points
 // advance in order, asserted at every update (offset::none() style values are log_start - 1):
@@ -23,26 +35,37 @@
 // the log with its io_ring, which lets the log issue when the thread next submits, polls or
 // waits: the appends of one event-loop turn leave as one write. Staged bytes go to the kernel as
 // one write chain through the thread's io_ring: [fallocate ahead] -> write -> [fdatasync],
-// linked. While a syncing chain is in flight, new appends gather in the next chain (group
-// commit); unsynced chains may overlap up to write_chains_in_flight_max. Completions run in
+// linked. While a chain is in flight, new appends gather in the next chain (group commit); a
+// chain that syncs is issued once every earlier chain's write completed (its fdatasync then
+// covers them), beside earlier chains' syncs still in flight, and at most
+// write_chains_in_flight_max chains are in flight. Completions run in
 // order and fire each append's callback with its offsets and whether they are durable. No
-// system call on this path blocks for the disk.
+// system call on this path blocks for the disk. A roll under a flush policy other than
+// every_append queues the rolled segment's sync and seal (a seal-only chain) until a durable
+// claim or the next roll needs it, and writes to the new segment do not wait for it; durable
+// never passes a rolled segment whose sync has not completed.
 //
-// Reads. read() returns views of whole batches straight from the segment maps, from the batch
-// that contains the requested offset, never past the written end nor past the caller's bound.
+// Reads. read() returns whole batches straight from the segment maps, as one contiguous range
+// per segment, from the batch that contains the requested offset, never past the written end
+// nor past the caller's bound. The range ends are found through the sparse offset index, so a
+// read costs a few binary searches and short walks, not a header decode per batch (unless it
+// verifies checksums); per-batch views come lazily from batches().
 // The read_result keeps the segments' maps alive across a roll, a truncation or a deletion;
 // its views are valid while it lives.
 //
 // Threading: a log and its io_ring belong to one thread. Nothing here is synchronized.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "keel/engine/batch_format.h"
@@ -54,6 +77,28 @@
 namespace keel::engine {
 
 class segment_cache;
+
+// An allocator whose resize leaves new bytes uninitialized: staging writes every byte it adds,
+// and zeroing them first costs as much as a small append's copy.
+template <class T>
+struct uninitialized_allocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = uninitialized_allocator<U>;
+  };
+  uninitialized_allocator() = default;
+  template <class U>
+  uninitialized_allocator(const uninitialized_allocator<U>&) noexcept {}  // NOLINT
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using staging_buffer = std::vector<std::byte, uninitialized_allocator<std::byte>>;
 
 // What to append: one batch spanning `offset_count` offsets.
 struct batch_spec {
@@ -86,13 +131,82 @@ struct batch_view {
   std::span<const std::byte> payload() const { return stored.subspan(batch_header_size); }
 };
 
+// Whole stored batches back to back, straight from one segment's map: what a read returns per
+// segment it touched, and what a fetch can send or copy in one piece.
+struct batch_range {
+  std::span<const std::byte> bytes;  // the batches' stored bytes, headers included
+  offset base;                       // the first batch's base offset
+  offset last;                       // the last batch's last offset
+};
+
+// The batches of some ranges, one view at a time: each header is decoded when the iteration
+// reaches it, so a caller that wants only the bytes pays nothing per batch. A header that does
+// not decode or does not fit its range (damage in a read that skipped the checksums, or bytes a
+// later truncation zeroed: iterate before changing the log) ends the iteration there.
+class batch_list {
+ public:
+  class iterator {
+   public:
+    using value_type = batch_view;
+    using difference_type = std::ptrdiff_t;
+    using reference = const batch_view&;
+    using pointer = const batch_view*;
+    using iterator_category = std::input_iterator_tag;
+
+    iterator() = default;
+    const batch_view& operator*() const { return view_; }
+    const batch_view* operator->() const { return &view_; }
+    iterator& operator++() {
+      position_ += view_.stored.size();
+      load();
+      return *this;
+    }
+    iterator operator++(int) {
+      iterator before = *this;
+      ++*this;
+      return before;
+    }
+    bool operator==(const iterator& o) const {
+      return range_ == o.range_ && position_ == o.position_;
+    }
+
+   private:
+    friend class batch_list;
+    iterator(std::span<const batch_range> ranges, size_t range) : ranges_(ranges), range_(range) {
+      load();
+    }
+    void load();
+
+    std::span<const batch_range> ranges_;
+    size_t range_ = 0;
+    uint64_t position_ = 0;  // inside ranges_[range_].bytes
+    batch_view view_;
+  };
+
+  explicit batch_list(std::span<const batch_range> ranges) : ranges_(ranges) {}
+  iterator begin() const { return iterator(ranges_, 0); }
+  iterator end() const { return iterator(ranges_, ranges_.size()); }
+  bool empty() const { return ranges_.empty(); }
+  batch_view front() const { return *begin(); }
+  // Walks every header: for tests and callers that need the number, not for the hot path.
+  size_t count() const;
+
+ private:
+  std::span<const batch_range> ranges_;
+};
+
 struct read_result {
-  std::vector<batch_view> batches;
+  // Whole batches, one range per segment touched, in offset order; together they follow on
+  // without a gap from the batch holding the read's `from`.
+  std::vector<batch_range> ranges;
   uint64_t bytes = 0;  // stored bytes of all batches
   offset next_offset;  // the offset after the last batch returned (the next read's start)
   // The maps the views point into: they stay mapped across a roll, a truncation, a deletion or
   // the log's own end for as long as this result lives (moving it keeps the views valid).
   std::vector<std::shared_ptr<const file_map>> keep_alive;
+
+  // The batches one by one, for callers that need their headers.
+  batch_list batches() const { return batch_list(ranges); }
 };
 
 struct read_options {
@@ -169,7 +283,20 @@ class log {
   static void issue_thunk(io_ring::issuer* self);
   void issue_chain(chain& c);
   void on_chain_done(chain* c);
+  // Whether the waiting seal_only chain chains_[i] must be issued now.
+  bool seal_due(size_t i) const;
+  struct sealed_record;
+  // Records that `s` was synced and sealed (through the ring, unsynced).
+  void note_sealed(const segment& s);
+  void write_sealed_async();
+  // Writes the `sealed` record in place, synced when `durable` (truncations, resets).
+  status write_sealed(offset to, bool durable);
+  // Scans the closed segment segments_[i] that no `sealed` record names; returns whether it
+  // ends where its successor `next_base` begins (then it is synced and sealed as its roll
+  // would have).
+  result<bool> recover_unsealed(size_t i, offset next_base);
   std::unique_ptr<chain> new_chain();
+  uint64_t chain_split_bytes() const { return 4 * config_.issue_staged_bytes; }
   void fail(error e);
   void wait_idle();
   const segment* segment_for(offset o) const;
@@ -189,17 +316,24 @@ class log {
   };
   issuer_t issuer_;  // listed with ring_ while a building chain waits to be issued
   segment_cache* cache_;
-  std::deque<std::shared_ptr<segment>> segments_;      // by base; the last is active
-  std::deque<std::unique_ptr<chain>> chains_;          // in append order; the last may be building
-  std::vector<std::vector<std::byte>> spare_buffers_;  // buffers of retired chains, for reuse
+  std::deque<std::shared_ptr<segment>> segments_;  // by base; the last is active
+  std::deque<std::unique_ptr<chain>> chains_;      // in append order; the last may be building
+  std::vector<staging_buffer> spare_buffers_;      // buffers of retired chains, for reuse
   offset log_start_{0};
   offset next_offset_{0};
   offset written_;
   offset durable_;
   term_id last_term_{0};
   uint64_t bytes_since_sync_ = 0;
+  uint64_t staged_bytes_ = 0;  // in building chains
   int64_t last_sync_ms_ = 0;
   bool directory_sync_pending_ = false;
+  // While set (wait_idle), waiting seals are issued at once.
+  bool seals_forced_ = false;
+  std::unique_ptr<sealed_record> sealed_;
+  offset sealed_to_;                      // the value of the `sealed` record last written
+  std::optional<offset> sealed_on_disk_;  // the record found at open (if valid) or written since
+  bool sealed_found_ = false;             // a record file existed at open
   int directory_fd_ = -1;
   bool closed_ = false;
   std::optional<error> failure_;

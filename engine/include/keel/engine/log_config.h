@@ -7,14 +7,16 @@
 
 namespace keel::engine {
 
-// When appended bytes are made durable with fdatasync. Whatever the policy, a rolled segment is
-// synced before the next segment receives a byte, so a crash never leaves a gap between segments.
+// When appended bytes are made durable with fdatasync. Under every_append a rolled segment is
+// synced before the next segment receives a byte; under the others its sync waits for the next
+// durable claim (log.h), and recovery cuts the log after a rolled segment that a crash left
+// incomplete. Either way no acknowledged-durable batch is ever behind an unsynced segment.
 struct flush_policy {
   enum class mode {
     every_append,    // each group of appends written together is followed by an fdatasync
     every_bytes,     // sync once at least `bytes` were written since the last sync
     every_interval,  // sync when `interval_ms` passed since the last sync (checked by tick())
-    never,           // only at roll and close; durability comes from replication
+    never,           // only on flush and close; durability comes from replication
   };
   mode kind = mode::every_append;
   uint64_t bytes = 0;

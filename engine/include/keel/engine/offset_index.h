@@ -80,6 +80,8 @@ class offset_index {
   entry at(size_t i) const;
   // The greatest entry whose offset is <= target, or none when target precedes every entry.
   std::optional<entry> floor(offset target) const;
+  // The greatest entry whose position is <= position, or none when it precedes every entry.
+  std::optional<entry> floor_position(uint64_t position) const;
   void append(offset batch_base, uint32_t position);
   // Drops every entry whose offset is >= from.
   void truncate_from(offset from);

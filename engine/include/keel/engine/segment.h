@@ -88,6 +88,16 @@ class segment {
   // Position of the batch that contains `target`, scanning from the index; nullopt when the
   // written part of the segment holds no such batch. Errors mean the bytes are not batches.
   result<std::optional<uint64_t>> find(offset target) const;
+  struct run {
+    uint64_t end = 0;  // position after the run's last batch; the run's start when it is empty
+    offset last;       // the run's last offset, when it is not empty
+  };
+  // The longest run of whole batches from `start` (a batch boundary in the written part) that
+  // ends at or before position `limit` and holds no offset past `bound`. Jumps to the offset
+  // index's entry before the nearer of the two limits and walks the headers from there, so its
+  // cost does not grow with the run. An error means the bytes at `start` are not a batch;
+  // damage further on ends the run before it (a read from there reports it).
+  result<run> run_end(uint64_t start, uint64_t limit, offset bound) const;
   // Decodes the header at `position` (inside the written part).
   result<batch_header> header_at(uint64_t position) const;
 
