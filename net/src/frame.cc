@@ -60,19 +60,35 @@ void seal_frame(std::vector<std::byte>& frame, uint16_t type) {
 }
 
 void frame_decoder::feed(std::span<const std::byte> bytes) {
-  if (consumed_ > 0 && consumed_ == buffer_.size()) {
-    buffer_.clear();
-    consumed_ = 0;
-  } else if (consumed_ > (1u << 20) && consumed_ * 2 > buffer_.size()) {
-    buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<ptrdiff_t>(consumed_));
+  auto room = prepare(bytes.size());
+  if (!bytes.empty()) std::memcpy(room.data(), bytes.data(), bytes.size());
+  commit(bytes.size());
+}
+
+std::span<std::byte> frame_decoder::prepare(size_t min_bytes) {
+  if (consumed_ == end_) {
+    consumed_ = end_ = 0;  // everything taken: start over at the front, nothing to move
+  } else if (buffer_.size() - end_ < min_bytes && consumed_ > 0) {
+    // Out of room: move the partial frame to the front before growing.
+    std::memmove(buffer_.data(), buffer_.data() + consumed_, end_ - consumed_);
+    end_ -= consumed_;
     consumed_ = 0;
   }
-  buffer_.insert(buffer_.end(), bytes.begin(), bytes.end());
+  if (buffer_.size() - end_ < min_bytes) buffer_.resize(end_ + min_bytes);
+  return std::span(buffer_).subspan(end_);
+}
+
+void frame_decoder::commit(size_t n) {
+  if (n > buffer_.size() - end_) {  // a programming error: more than prepare() gave
+    std::fprintf(stderr, "keel: frame_decoder::commit past the prepared room\n");
+    std::abort();
+  }
+  end_ += n;
 }
 
 frame_decoder::status frame_decoder::next(frame_view& out) {
   if (!error_.empty()) return status::error;
-  const size_t available = buffer_.size() - consumed_;
+  const size_t available = end_ - consumed_;
   if (available < 4) return status::need_more;
   const std::byte* p = buffer_.data() + consumed_;
   const uint32_t length = get<uint32_t>(p);

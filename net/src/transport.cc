@@ -337,14 +337,16 @@ void transport::read_loop(std::shared_ptr<link> l, uint64_t generation,
       [this, l, generation, alive = alive_,
        first = std::move(already_read)]() -> asio::awaitable<void> {
         frame_decoder decoder(config_.max_frame_bytes);
-        std::vector<std::byte> buf(64 << 10);
         bool have_first = !first.empty();
         while (generation == l->generation) {
           if (have_first) {
             decoder.feed(first);
             have_first = false;
           } else {
-            auto [ec, got] = co_await l->socket->async_read_some(asio::buffer(buf), use_tuple);
+            // Straight into the decoder's buffer: a frame's bytes are copied only by the kernel.
+            auto room = decoder.prepare(64 << 10);
+            auto [ec, got] = co_await l->socket->async_read_some(
+                asio::buffer(room.data(), room.size()), use_tuple);
             if (!*alive || generation != l->generation || stopped_) co_return;
             if (ec) {
               const bool mid_frame = decoder.buffered() > 0;
@@ -353,7 +355,7 @@ void transport::read_loop(std::shared_ptr<link> l, uint64_t generation,
                        (mid_frame ? " in the middle of a frame" : ""));
               co_return;
             }
-            decoder.feed(std::span(buf.data(), got));
+            decoder.commit(got);
           }
           frame_decoder::frame_view f;
           for (;;) {

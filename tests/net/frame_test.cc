@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <random>
 #include <string>
 
@@ -36,6 +38,46 @@ TEST(frame, round_trips_whatever_the_stream_split) {
     EXPECT_EQ(got, payloads.size()) << "split " << split;
     EXPECT_EQ(d.buffered(), 0u);
   }
+}
+
+TEST(frame, reading_in_place_yields_the_same_frames_and_keeps_partial_ones) {
+  // As the transport reads: straight into prepare()'s room, any amount per read, so partial
+  // frames are moved to the front when room runs out; a frame sealed in place matches too.
+  std::vector<std::byte> stream;
+  std::vector<std::string> payloads;
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 40; ++i) {
+    payloads.push_back(std::string(rng() % 3 == 0 ? 200000 + rng() % 1000 : rng() % 300,
+                                   static_cast<char>('a' + i % 26)));
+    if (i % 2 == 0) {
+      encode_frame(stream, static_cast<uint16_t>(i + 16), bytes_of(payloads.back()));
+    } else {
+      const auto b = bytes_of(payloads.back());
+      std::vector<std::byte> sealed(frame_header_size + b.size());
+      if (!b.empty()) std::memcpy(sealed.data() + frame_header_size, b.data(), b.size());
+      seal_frame(sealed, static_cast<uint16_t>(i + 16));
+      stream.insert(stream.end(), sealed.begin(), sealed.end());
+    }
+  }
+  frame_decoder d;
+  size_t got = 0;
+  for (size_t at = 0; at < stream.size();) {
+    auto room = d.prepare(1 + rng() % 70000);
+    const size_t n = std::min({room.size(), stream.size() - at, size_t(1 + rng() % 90000)});
+    std::memcpy(room.data(), stream.data() + at, n);
+    d.commit(n);
+    at += n;
+    frame_decoder::frame_view f;
+    while (d.next(f) == frame_decoder::status::frame) {
+      ASSERT_LT(got, payloads.size());
+      EXPECT_EQ(f.type, got + 16);
+      EXPECT_EQ(std::string(reinterpret_cast<const char*>(f.payload.data()), f.payload.size()),
+                payloads[got]);
+      ++got;
+    }
+  }
+  EXPECT_EQ(got, payloads.size());
+  EXPECT_EQ(d.buffered(), 0u);
 }
 
 TEST(frame, oversized_frame_is_refused_before_its_payload_arrives) {

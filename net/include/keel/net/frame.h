@@ -36,24 +36,33 @@ class frame_decoder {
   enum class status { frame, need_more, error };
   struct frame_view {
     uint16_t type = 0;
-    std::span<const std::byte> payload;  // valid until the next feed() or next()
+    std::span<const std::byte> payload;  // valid until the next feed(), prepare() or next()
   };
 
   explicit frame_decoder(uint32_t max_frame_bytes = frame_default_max_bytes)
       : max_frame_bytes_(max_frame_bytes) {}
 
   void feed(std::span<const std::byte> bytes);
+  // Reading straight into the decoder (no copy through another buffer): room for at least
+  // `min_bytes` more (all the free room, possibly more), then commit() what arrived there.
+  std::span<std::byte> prepare(size_t min_bytes);
+  void commit(size_t n);
   // The next complete frame, need_more, or error (then error_message() says why; the stream is
   // unusable from there on).
   status next(frame_view& out);
   const std::string& error_message() const { return error_; }
-  size_t buffered() const { return buffer_.size() - consumed_; }
+  size_t buffered() const { return end_ - consumed_; }
   // The bytes fed but not yet taken as frames (to hand a stream over to another decoder).
-  std::span<const std::byte> pending() const { return std::span(buffer_).subspan(consumed_); }
+  std::span<const std::byte> pending() const {
+    return std::span(buffer_).subspan(consumed_, end_ - consumed_);
+  }
 
  private:
+  // [consumed_, end_) holds bytes not yet taken as frames; [end_, size) is free room (kept
+  // allocated: growing zero-fills only once).
   std::vector<std::byte> buffer_;
   size_t consumed_ = 0;
+  size_t end_ = 0;
   uint32_t max_frame_bytes_;
   std::string error_;
 };
