@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "keel/server/config.h"
 #include "keel/server/partition_host.h"
 
 namespace {
@@ -121,6 +122,8 @@ double run_raft(const std::filesystem::path& dir, int batches, int inflight,
     o.core.stall_rounds = 5;  // as a broker sets it: half an election timeout
     o.core.max_inflight_bytes = 32 << 20;
     o.core.max_uncommitted_bytes = 256 << 20;
+    // As a broker sets it, so the cluster bench compares like with like.
+    o.follower_cached_tail_bytes = server::broker_config{}.follower_cached_tail_bytes;
     o.initial_config.voters = {raft::node_id(1), raft::node_id(2), raft::node_id(3)};
     auto h = server::partition_host::open(
         *n.log, ring, o, [&](raft::message m) { network.push_back(std::move(m)); }, *n.random);

@@ -90,6 +90,19 @@ void io_ring::prep_fallocate(operation* op, int fd, int mode, uint64_t file_offs
   if (link) sqe->flags |= IOSQE_IO_LINK;
 }
 
+void io_ring::prep_madvise(operation* op, void* address, uint64_t bytes, int advice, bool link) {
+  io_uring_sqe* sqe = next_sqe(op);
+  io_uring_prep_madvise(sqe, address, static_cast<off_t>(bytes), advice);
+  if (link) sqe->flags |= IOSQE_IO_LINK;
+}
+
+void io_ring::prep_fadvise(operation* op, int fd, uint64_t file_offset, uint64_t bytes, int advice,
+                           bool link) {
+  io_uring_sqe* sqe = next_sqe(op);
+  io_uring_prep_fadvise(sqe, fd, file_offset, static_cast<off_t>(bytes), advice);
+  if (link) sqe->flags |= IOSQE_IO_LINK;
+}
+
 void io_ring::note_staged(issuer* i) {
   KEEL_ASSERT(i != nullptr && i->issue != nullptr, "an issuer needs its issue function");
   if (i->listed_) return;

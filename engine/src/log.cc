@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "keel/engine/cache_window.h"
 #include "keel/engine/segment_cache.h"
 
 namespace keel::engine {
@@ -282,6 +283,8 @@ log::log(std::string dir, log_config config, io_ring& ring, segment_cache* cache
   sealed_->owner = this;
   sealed_->complete = &sealed_record::on_written;
   if (!config_.now_ms) config_.now_ms = &system_now_ms;
+  if (config_.cached_tail_bytes > 0)
+    cache_window_ = std::make_unique<cache_window>(ring_, config_.cached_tail_bytes);
   issuer_.issue = &log::issue_thunk;
   issuer_.owner = this;
 }
@@ -959,6 +962,7 @@ void log::on_chain_done(chain*) {
         // Every earlier chain's write completed before this sync was issued, and every
         // earlier chain retired before this one.
         durable_ = written_;
+        if (cache_window_) cache_window_->on_durable(*c->seg, c->position + c->buffer.size());
         bytes_since_sync_ = 0;
         last_sync_ms_ = now();
       } else {
@@ -968,11 +972,13 @@ void log::on_chain_done(chain*) {
     check_offsets();
     progressed = true;
     if (c->sealing) {
+      if (cache_window_ && c->synced()) cache_window_->on_durable(*c->seg, c->seg->written_size());
       if (auto s = c->seg->seal(); !s) {
         failure_ = s.err();
         warn(dir_ + ": appends stopped: " + failure_->describe());
       } else {
         if (cache_ && c->seg->mapped()) cache_->touch(c->seg.get());
+        if (cache_window_ && c->synced()) cache_window_->on_sealed(*c->seg);
         note_sealed(*c->seg);
       }
     }
@@ -1241,6 +1247,17 @@ result<std::optional<offset>> log::offset_for_timestamp(timestamp_ms target) con
   return std::optional<offset>();
 }
 
+void log::set_cached_tail_bytes(uint64_t bytes) {
+  config_.cached_tail_bytes = bytes;
+  if (bytes == 0) {
+    cache_window_.reset();  // drops in flight own what they need
+  } else if (!cache_window_) {
+    cache_window_ = std::make_unique<cache_window>(ring_, bytes);
+  } else {
+    cache_window_->set_window(bytes);
+  }
+}
+
 status log::truncate_suffix(offset from) {
   if (closed_) return make_error(errc::closed, "log " + dir_ + " is closed");
   if (from < log_start_ || from > next_offset_)
@@ -1251,6 +1268,7 @@ status log::truncate_suffix(offset from) {
   if (failure_)
     return make_error(errc::log_failed, "log " + dir_ + " failed: " + failure_->describe());
   if (from == next_offset_) return ok_status();
+  if (cache_window_) cache_window_->reset();
   // Everything goes: the log restarts empty at its start. Batches below the start that share
   // the kept segment would otherwise stay on disk with their terms, and recovery refuses a
   // term that goes backwards after them.
@@ -1333,6 +1351,7 @@ status log::truncate_suffix(offset from) {
 
 status log::truncate_prefix(offset new_start) {
   if (closed_) return make_error(errc::closed, "log " + dir_ + " is closed");
+  if (cache_window_) cache_window_->reset();  // it may hold segments about to go
   if (new_start > next_offset_) {
     // A reset past the end (a follower behind a leader's retention): the log empties and
     // continues from new_start.
@@ -1368,6 +1387,7 @@ status log::truncate_prefix(offset new_start) {
 
 status log::reset_to(offset start) {
   KEEL_ASSERT(chains_.empty(), "a reset waits for the log's writes first");
+  if (cache_window_) cache_window_->reset();
   // The start is persisted first: a crash part-way leaves segments that open() deletes (or, for
   // a start equal to the old one, a suffix that was being removed).
   if (auto s = persist_log_start(start); !s) return s;

@@ -669,6 +669,7 @@ void broker::ensure_replica(unsigned k, uint64_t group, desired_replica d) {
                     l.err().describe());
   partition_host_options o;
   o.core = core_options(group);
+  o.follower_cached_tail_bytes = config_.follower_cached_tail_bytes;
   // Data batches are Kafka record batches: their header names the newest record's time.
   o.max_timestamp_of = [](const raft::batch& b) {
     if (b.type != raft::batch_type::data) return engine::timestamp_ms::none();

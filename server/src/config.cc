@@ -79,6 +79,8 @@ std::string apply(broker_config& c, const std::string& name, const std::string& 
   if (name == "segment-ms") return integer(c.segment_ms, 1000, INT64_MAX);
   if (name == "retention-ms") return integer(c.retention_ms, -1, INT64_MAX);
   if (name == "retention-bytes") return integer(c.retention_bytes, -1, INT64_MAX);
+  if (name == "follower-cached-tail-bytes")
+    return integer(c.follower_cached_tail_bytes, 0, 1ll << 40);
   if (name == "default-partitions") return integer(c.default_partitions, 1, 100000);
   if (name == "default-replication-factor") return integer(c.default_replication_factor, 1, 32);
   if (name == "tick-ms") return integer(c.tick_ms, 1, 1000);
@@ -291,6 +293,8 @@ std::string usage() {
   --segment-ms N                   segment age before a roll (604800000)
   --retention-ms N                 default retention by age, -1 = forever (604800000)
   --retention-bytes N              default retention by size, -1 = none
+  --follower-cached-tail-bytes N   durable bytes of a follower replica's log tail kept in the
+                                   page cache; older ones are dropped, 0 = no bound (16777216)
   --default-partitions N           partitions of an auto-created topic (1)
   --default-replication-factor N   replicas of a new topic (3, or the broker count if fewer)
   --tick-ms N                      Raft tick (10)

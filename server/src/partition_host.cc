@@ -39,7 +39,11 @@ engine::result<std::unique_ptr<partition_host>> partition_host::open(engine::log
 
 partition_host::partition_host(engine::log& log, engine::io_ring& ring,
                                partition_host_options options, message_sink sink)
-    : log_(log), ring_(ring), options_(std::move(options)), sink_(std::move(sink)) {}
+    : log_(log),
+      ring_(ring),
+      options_(std::move(options)),
+      sink_(std::move(sink)),
+      leader_cached_tail_bytes_(log.config().cached_tail_bytes) {}
 
 partition_host::~partition_host() {
   // Writes in flight call back into this host: let them finish while it still exists. Anything
@@ -134,6 +138,11 @@ void partition_host::process_ready() {
     proposals_term_ = core_->term();
     if (!is_leader() && !(proposals_.empty() && local_writes_.empty()))
       fail_proposals("leadership moved");
+  }
+  if (options_.follower_cached_tail_bytes > 0 && cache_as_follower_ == is_leader()) {
+    cache_as_follower_ = !is_leader();
+    log_.set_cached_tail_bytes(cache_as_follower_ ? options_.follower_cached_tail_bytes
+                                                  : leader_cached_tail_bytes_);
   }
   ready_in_flight_ = true;
   parked_ = core_->take_ready();

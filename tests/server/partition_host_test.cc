@@ -105,5 +105,42 @@ TEST(partition_host, three_replicas_on_engine_logs_commit_and_survive_restarts) 
     EXPECT_EQ(data_payloads(*c.log(i), hw), sent) << "node " << i;
 }
 
+// A follower's log bounds its page cache (partition_host_options::follower_cached_tail_bytes);
+// the leader's keeps its own setting, and the two swap when leadership moves.
+TEST(partition_host, followers_bound_their_page_cache_and_leaders_do_not) {
+  constexpr uint64_t bound = 4 << 20;
+  cluster c(
+      std::filesystem::temp_directory_path() / ("keel-ph-cache-" + std::to_string(::getpid())),
+      small_segments(),
+      [](int id, engine::log& log, engine::io_ring& ring, partition_host::message_sink sink,
+         raft::random_source& random, const std::filesystem::path&) {
+        partition_host_options o;
+        o.core.group = raft::group_id(7);
+        o.core.self = raft::node_id(static_cast<uint64_t>(id));
+        o.core.election_ticks = 10;
+        o.initial_config.voters = {raft::node_id(1), raft::node_id(2), raft::node_id(3)};
+        o.follower_cached_tail_bytes = bound;
+        auto h = partition_host::open(log, ring, o, std::move(sink), random);
+        EXPECT_TRUE(h.ok()) << h.err().describe();
+        return h ? std::move(h).value() : nullptr;
+      });
+  auto settled = [&] {
+    const int leader = c.leader_id();
+    if (leader == 0) return false;
+    for (int i = 1; i <= 3; ++i) {
+      const uint64_t want = i == leader ? 0 : bound;
+      if (c.log(i)->config().cached_tail_bytes != want) return false;
+    }
+    return true;
+  };
+  ASSERT_TRUE(c.run_until(settled));
+  const int first = c.leader_id();
+  const int next = first % 3 + 1;
+  ASSERT_TRUE(c.leader()->transfer_leadership(raft::node_id(static_cast<uint64_t>(next))).ok());
+  ASSERT_TRUE(c.run_until([&] { return c.leader_id() == next && settled(); }));
+  EXPECT_EQ(c.log(first)->config().cached_tail_bytes, bound);
+  EXPECT_EQ(c.log(next)->config().cached_tail_bytes, 0u);
+}
+
 }  // namespace
 }  // namespace keel::server

@@ -62,6 +62,9 @@ class io_ring {
   void prep_fsync(operation* op, int fd, bool link);  // a full fsync (directories)
   void prep_fallocate(operation* op, int fd, int mode, uint64_t file_offset, uint64_t bytes,
                       bool link);
+  void prep_madvise(operation* op, void* address, uint64_t bytes, int advice, bool link);
+  void prep_fadvise(operation* op, int fd, uint64_t file_offset, uint64_t bytes, int advice,
+                    bool link);
 
   // Lists `i` (once) to issue at the ring's next hand-off to the kernel.
   void note_staged(issuer* i);

@@ -77,6 +77,7 @@
 namespace keel::engine {
 
 class segment_cache;
+class cache_window;
 
 // An allocator whose resize leaves new bytes uninitialized: staging writes every byte it adds,
 // and zeroing them first costs as much as a small append's copy.
@@ -266,6 +267,9 @@ class log {
   size_t segment_count() const { return segments_.size(); }
   const std::string& dir() const { return dir_; }
   const log_config& config() const { return config_; }
+  // Changes config().cached_tail_bytes from now on (a Raft replica bounds its cache while it
+  // follows, and lifts the bound when it leads and serves reads).
+  void set_cached_tail_bytes(uint64_t bytes);
   // The error that stopped appends, if one did.
   const std::optional<error>& failure() const { return failure_; }
   uint64_t staged_bytes() const;
@@ -316,6 +320,7 @@ class log {
   };
   issuer_t issuer_;  // listed with ring_ while a building chain waits to be issued
   segment_cache* cache_;
+  std::unique_ptr<cache_window> cache_window_;     // when config_.cached_tail_bytes > 0
   std::deque<std::shared_ptr<segment>> segments_;  // by base; the last is active
   std::deque<std::unique_ptr<chain>> chains_;      // in append order; the last may be building
   std::vector<staging_buffer> spare_buffers_;      // buffers of retired chains, for reuse

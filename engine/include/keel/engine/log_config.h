@@ -42,6 +42,10 @@ struct log_config {
   // Appends stage their bytes until the ring's next submit, poll or wait (io_ring.h); a chain
   // that reaches this many bytes is issued at once, so staging stays bounded between polls.
   uint64_t issue_staged_bytes = 256u << 10;
+  // Durable bytes at the log's tail kept in the page cache; older durable bytes are dropped
+  // from it as the log grows (cache_window.h), so writes reuse freed pages and readers near the
+  // tail still read memory. 0: no bound, the kernel alone decides.
+  uint64_t cached_tail_bytes = 0;
   // Milliseconds since the epoch; injectable so tests control segment_ms, retention and flush.
   std::function<int64_t()> now_ms;
 

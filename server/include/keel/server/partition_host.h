@@ -43,6 +43,11 @@ struct partition_host_options {
   // For groups whose state is not the log (the metadata group): apply a log-start snapshot.
   std::function<void(const raft::shared_bytes&)> on_snapshot;
   raft::snapshot_hook* snapshots = nullptr;
+  // While this replica follows, its log keeps only this many durable tail bytes in the page
+  // cache (engine log_config::cached_tail_bytes): a follower serves no reads, so the pages it
+  // wrote are better reused for the next writes. Leading restores the log's own setting.
+  // 0: followers keep the log's own setting too.
+  uint64_t follower_cached_tail_bytes = 0;
 };
 
 // When a proposal's callback runs: at the Raft commit (on a majority's logs), or once the
@@ -128,6 +133,8 @@ class partition_host {
   std::multimap<raft::offset, std::pair<raft::offset, proposal_callback>> proposals_;  // by last
   std::multimap<raft::offset, std::pair<raft::offset, proposal_callback>> local_writes_;
   raft::term_id proposals_term_;
+  uint64_t leader_cached_tail_bytes_ = 0;  // the log's own setting
+  bool cache_as_follower_ = false;
   std::vector<std::function<void(raft::offset)>> commit_listeners_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
