@@ -1,5 +1,7 @@
 #include "keel/engine/io_ring.h"
 
+#include <fcntl.h>
+
 #include <liburing.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -94,6 +96,16 @@ void io_ring::prep_madvise(operation* op, void* address, uint64_t bytes, int adv
   io_uring_sqe* sqe = next_sqe(op);
   io_uring_prep_madvise(sqe, address, static_cast<off_t>(bytes), advice);
   if (link) sqe->flags |= IOSQE_IO_LINK;
+}
+
+void io_ring::prep_openat(operation* op, const char* path, int flags, unsigned mode) {
+  io_uring_sqe* sqe = next_sqe(op);
+  io_uring_prep_openat(sqe, AT_FDCWD, path, flags, mode);
+}
+
+void io_ring::prep_renameat(operation* op, const char* from, const char* to) {
+  io_uring_sqe* sqe = next_sqe(op);
+  io_uring_prep_renameat(sqe, AT_FDCWD, from, AT_FDCWD, to, 0);
 }
 
 void io_ring::prep_fadvise(operation* op, int fd, uint64_t file_offset, uint64_t bytes, int advice,

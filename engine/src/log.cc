@@ -15,6 +15,7 @@
 
 #include "keel/engine/cache_window.h"
 #include "keel/engine/segment_cache.h"
+#include "keel/engine/segment_spare.h"
 
 namespace keel::engine {
 namespace {
@@ -285,6 +286,7 @@ log::log(std::string dir, log_config config, io_ring& ring, segment_cache* cache
   if (!config_.now_ms) config_.now_ms = &system_now_ms;
   if (config_.cached_tail_bytes > 0)
     cache_window_ = std::make_unique<cache_window>(ring_, config_.cached_tail_bytes);
+  spare_ = std::make_unique<segment_spare>(ring_, dir_, config_);
   issuer_.issue = &log::issue_thunk;
   issuer_.owner = this;
 }
@@ -368,6 +370,8 @@ status log::recover() {
         warn(dir_ + "/" + name + ": an index without its segment; deleted");
         ::unlink((dir_ + "/" + name).c_str());
       }
+    } else if (segment_spare::is_spare_file(name)) {
+      ::unlink((dir_ + "/" + name).c_str());  // a next segment made ahead and never used
     } else if (name.size() > 4 && name.substr(name.size() - 4) == ".tmp") {
       ::unlink((dir_ + "/" + name).c_str());  // a durable write that did not finish
     } else if (name != log_start_file && name != shutdown_file && name != sealed_file) {
@@ -684,7 +688,23 @@ status log::roll(uint64_t reserve_bytes) {
     c->sealing = true;
     chains_.push_back(std::move(c));
   }
-  auto seg = segment::create(dir_, next_offset_, config_, reserve_bytes);
+  result<std::shared_ptr<segment>> seg = std::shared_ptr<segment>();
+  if (spare_->ready() && reserve_bytes <= spare_->reserve_bytes()) {
+    // The files exist already: map them and let the ring rename them (no sync is issued until
+    // the renames complete; see issue()).
+    auto files = spare_->take(next_offset_, [this](int rc) {
+      if (rc < 0 && !failure_) {
+        fail(make_sys_error(-rc, "rename the prepared segment files in " + dir_));
+      } else {
+        ring_.note_staged(&issuer_);  // a sync that waited for the renames may go now
+      }
+    });
+    seg = segment::adopt(dir_, next_offset_, config_, reserve_bytes, files);
+    ++rolls_from_spare_;
+  } else {
+    seg = segment::create(dir_, next_offset_, config_, reserve_bytes);
+  }
+  spare_->on_roll();
   if (!seg) return std::move(seg).err();
   segments_.push_back(std::move(seg).value());
   directory_sync_pending_ = true;
@@ -759,6 +779,7 @@ result<append_ack> log::append(const batch_spec& batch, append_callback done) {
                 batch.payload.size());
   if (seg.size() == 0) seg.set_first_append_ms(now());
   seg.note_append(header, config_.index_interval_bytes);
+  if (seg.size() >= config_.segment_bytes / 2) spare_->prepare();  // a no-op once under way
   c.has_batches = true;
   c.last = last;
   staged_bytes_ += stored;
@@ -870,7 +891,8 @@ void log::issue(bool submit) {
     // An fdatasync covers the writes of its file that completed before it started: a chain
     // that syncs waits for every earlier write (and every earlier segment's sync), not for the
     // earlier syncs, so the next group's write and sync overlap the previous group's sync.
-    if (sync && (unwritten || seal_pending)) break;
+    // A roll's renames complete before the sync (and directory fsync) that claims its segment.
+    if (sync && (unwritten || seal_pending || spare_->renaming())) break;
     c.has_sync = sync;
     issue_chain(c);
     issued_any = true;
@@ -1043,6 +1065,10 @@ void log::wait_idle() {
     bool any_issued = false;
     for (auto& c : chains_)
       any_issued |= c->st == chain::state::issued;
+    if (!any_issued && spare_->renaming()) {
+      ring_.wait();  // a sync waits for a roll's renames
+      continue;
+    }
     if (!any_issued) {
       if (failure_) on_chain_done(nullptr);  // drops the building chains with their errors
       if (!chains_.empty() && !failure_) {
@@ -1054,7 +1080,7 @@ void log::wait_idle() {
     }
     ring_.wait();
   }
-  while (sealed_->in_flight)
+  while (sealed_->in_flight || !spare_->idle())
     ring_.wait();
   seals_forced_ = false;
 }

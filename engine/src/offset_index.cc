@@ -31,6 +31,22 @@ void store(std::byte* p, T v) {
 
 }  // namespace
 
+result<index_file> index_file::adopt(int fd, const std::string& path, size_t entry_size,
+                                     size_t capacity_bytes) {
+  KEEL_ASSERT(entry_size > 0 && capacity_bytes >= entry_size, "an index has room for entries");
+  const size_t map_bytes = capacity_bytes - capacity_bytes % entry_size;
+  auto map = file_map::map(fd, map_bytes, true, path);
+  ::close(fd);
+  if (!map) return std::move(map).err();
+  index_file out;
+  out.entry_size_ = entry_size;
+  out.writable_ = true;
+  out.capacity_ = map_bytes / entry_size;
+  out.map_ = std::move(map).value();
+  ::madvise(out.map_->data(), map_bytes, MADV_RANDOM);  // as open() does
+  return out;
+}
+
 result<index_file> index_file::open(const std::string& path, size_t entry_size,
                                     size_t capacity_bytes, bool writable) {
   KEEL_ASSERT(entry_size > 0, "index entries have a size");

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <tuple>
 
 namespace keel::engine {
 namespace {
@@ -38,17 +39,19 @@ std::string segment::path(const char* extension) const {
   return dir_ + "/" + segment_file_stem(base_) + extension;
 }
 
-status segment::map_indexes(bool writable, const log_config* config) {
+std::pair<size_t, size_t> segment::index_capacities(const log_config& config,
+                                                    uint64_t reserve_bytes) {
   // An entry is added per index_interval_bytes of batches at most, so a segment never needs
   // more than reserve / interval entries: preallocate that much, up to index_max_bytes.
+  const uint64_t reserve = round_up_pages(std::max<uint64_t>(reserve_bytes, config.segment_bytes));
+  const uint64_t entries = reserve / config.index_interval_bytes + 2;
+  return {std::min<uint64_t>(config.index_max_bytes, round_up_pages(entries * offset_entry_bytes)),
+          std::min<uint64_t>(config.index_max_bytes, round_up_pages(entries * time_entry_bytes))};
+}
+
+status segment::map_indexes(bool writable, const log_config* config) {
   size_t index_capacity = 0, time_capacity = 0;
-  if (config) {
-    const uint64_t entries = reserve_ / config->index_interval_bytes + 2;
-    index_capacity =
-        std::min<uint64_t>(config->index_max_bytes, round_up_pages(entries * offset_entry_bytes));
-    time_capacity =
-        std::min<uint64_t>(config->index_max_bytes, round_up_pages(entries * time_entry_bytes));
-  }
+  if (config) std::tie(index_capacity, time_capacity) = index_capacities(*config, reserve_);
   auto index = index_file::open(path(".index"), offset_entry_bytes, index_capacity, writable);
   if (!index) return std::move(index).err();
   auto times = index_file::open(path(".timeindex"), time_entry_bytes, time_capacity, writable);
@@ -72,6 +75,27 @@ result<std::shared_ptr<segment>> segment::create(const std::string& dir, offset 
   if (!map) return std::move(map).err();
   seg->map_ = std::move(map).value();
   if (auto s = seg->map_indexes(true, &config); !s) return std::move(s).err();
+  return seg;
+}
+
+result<std::shared_ptr<segment>> segment::adopt(const std::string& dir, offset base,
+                                                const log_config& config, uint64_t reserve_bytes,
+                                                prepared_files files) {
+  std::shared_ptr<segment> seg(new segment(dir, base));
+  seg->fd_ = files.log_fd;
+  seg->reserve_ = round_up_pages(std::max<uint64_t>(reserve_bytes, config.segment_bytes));
+  const auto [index_bytes, time_bytes] = index_capacities(config, reserve_bytes);
+  auto index =
+      index_file::adopt(files.index_fd, seg->path(".index"), offset_entry_bytes, index_bytes);
+  auto times =
+      index_file::adopt(files.time_fd, seg->path(".timeindex"), time_entry_bytes, time_bytes);
+  if (!index) return std::move(index).err();
+  if (!times) return std::move(times).err();
+  auto map = file_map::map(seg->fd_, seg->reserve_, false, seg->path(".log"));
+  if (!map) return std::move(map).err();
+  seg->map_ = std::move(map).value();
+  seg->index_ = offset_index(std::move(index).value(), base);
+  seg->time_index_ = time_index(std::move(times).value(), base);
   return seg;
 }
 

@@ -975,5 +975,41 @@ TEST_F(LogTest, TruncatePrefixWhileARolledSegmentIsStillBeingWritten) {
   expect_contents(*l, kPerSegment, kPerSegment + 2, kPayload);
 }
 
+// Rolls take the next segment's files made ahead through the ring (segment_spare.h): the files
+// end with the segment's names, nothing of a spare is left behind after a reopen, and the data
+// survives both a clean reopen and a crash.
+TEST_F(LogTest, RollsUseTheSegmentFilesMadeAhead) {
+  log_config c = small_config();
+  c.segment_bytes = 64 << 10;
+  c.index_max_bytes = 64 << 10;
+  auto l = open_log(c);
+  ASSERT_TRUE(l);
+  append_n(*l, 40, 8000);  // ~320 KiB: four rolls or more
+  ASSERT_GE(l->segment_count(), 5u);
+  // Every roll found its spare ready: appends wait, and a spare is made once a segment is half
+  // full.
+  EXPECT_EQ(l->rolls_from_spare(), l->segment_count() - 1);
+  const auto bases = segment_bases_on_disk(dir());
+  ASSERT_EQ(bases.size(), l->segment_count());
+  for (int64_t base : bases) {
+    for (const char* ext : {".index", ".timeindex"})
+      EXPECT_TRUE(fs::exists(dir() + "/" + segment_file_stem(offset(base)) + ext)) << base << ext;
+  }
+  expect_contents(*l, 0, 40, 8000);
+  // A crash (no close) and a reopen: every batch is there, spare files are gone.
+  l.reset();
+  l = open_log(c);
+  ASSERT_TRUE(l);
+  expect_contents(*l, 0, 40, 8000);
+  for (const char* name : {"spare.log", "spare.index", "spare.timeindex"})
+    EXPECT_FALSE(fs::exists(dir() + "/" + name)) << name;
+  append_n(*l, 20, 8000);
+  ASSERT_TRUE(l->close().ok());
+  l = open_log(c);
+  ASSERT_TRUE(l);
+  expect_contents(*l, 0, 60, 8000);
+  EXPECT_EQ(segment_bases_on_disk(dir()).size(), l->segment_count());
+}
+
 }  // namespace
 }  // namespace keel::engine::test

@@ -63,6 +63,9 @@ class io_ring {
   void prep_fallocate(operation* op, int fd, int mode, uint64_t file_offset, uint64_t bytes,
                       bool link);
   void prep_madvise(operation* op, void* address, uint64_t bytes, int advice, bool link);
+  // The path strings must outlive the operation. The result of an open is the descriptor.
+  void prep_openat(operation* op, const char* path, int flags, unsigned mode);
+  void prep_renameat(operation* op, const char* from, const char* to);
   void prep_fadvise(operation* op, int fd, uint64_t file_offset, uint64_t bytes, int advice,
                     bool link);
 

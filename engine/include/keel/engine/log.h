@@ -78,6 +78,7 @@ namespace keel::engine {
 
 class segment_cache;
 class cache_window;
+class segment_spare;
 
 // An allocator whose resize leaves new bytes uninitialized: staging writes every byte it adds,
 // and zeroing them first costs as much as a small append's copy.
@@ -265,6 +266,8 @@ class log {
   term_id last_term() const { return last_term_; }
   uint64_t size_bytes() const;
   size_t segment_count() const { return segments_.size(); }
+  // Rolls whose new segment's files were made ahead (segment_spare.h), not on the spot.
+  uint64_t rolls_from_spare() const { return rolls_from_spare_; }
   const std::string& dir() const { return dir_; }
   const log_config& config() const { return config_; }
   // Changes config().cached_tail_bytes from now on (a Raft replica bounds its cache while it
@@ -320,7 +323,9 @@ class log {
   };
   issuer_t issuer_;  // listed with ring_ while a building chain waits to be issued
   segment_cache* cache_;
-  std::unique_ptr<cache_window> cache_window_;     // when config_.cached_tail_bytes > 0
+  std::unique_ptr<cache_window> cache_window_;  // when config_.cached_tail_bytes > 0
+  std::unique_ptr<segment_spare> spare_;        // the next segment's files, made ahead
+  uint64_t rolls_from_spare_ = 0;
   std::deque<std::shared_ptr<segment>> segments_;  // by base; the last is active
   std::deque<std::unique_ptr<chain>> chains_;      // in append order; the last may be building
   std::vector<staging_buffer> spare_buffers_;      // buffers of retired chains, for reuse

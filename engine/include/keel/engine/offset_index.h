@@ -41,6 +41,10 @@ class index_file {
   // exactly the file's current size.
   static result<index_file> open(const std::string& path, size_t entry_size, size_t capacity_bytes,
                                  bool writable);
+  // Maps a new, zero-filled file already sized to `capacity_bytes` (segment_spare.h), writable;
+  // closes `fd`.
+  static result<index_file> adopt(int fd, const std::string& path, size_t entry_size,
+                                  size_t capacity_bytes);
 
   size_t entry_size() const { return entry_size_; }
   size_t capacity() const { return capacity_; }

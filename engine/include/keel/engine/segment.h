@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "keel/engine/batch_format.h"
 #include "keel/engine/file_map.h"
@@ -33,6 +34,20 @@ class segment {
   // `reserve_bytes`: room for content, at least config.segment_bytes (more for a huge batch).
   static result<std::shared_ptr<segment>> create(const std::string& dir, offset base,
                                                  const log_config& config, uint64_t reserve_bytes);
+  // The files a new segment needs, made ahead under other names (segment_spare.h): the data
+  // file (empty, open for writing) and both indexes (sized to index_capacities, mapped).
+  struct prepared_files {
+    int log_fd = -1;    // owned by the segment from adopt() on, even when it fails
+    int index_fd = -1;  // sized to index_capacities().first; closed by adopt()
+    int time_fd = -1;   // sized to index_capacities().second; closed by adopt()
+  };
+  // A new, empty active segment over prepared files; `reserve_bytes` as for create().
+  static result<std::shared_ptr<segment>> adopt(const std::string& dir, offset base,
+                                                const log_config& config, uint64_t reserve_bytes,
+                                                prepared_files files);
+  // The offset and time index sizes (bytes) a new segment preallocates for `reserve_bytes`.
+  static std::pair<size_t, size_t> index_capacities(const log_config& config,
+                                                    uint64_t reserve_bytes);
   // Opens an existing segment as the active one; `end` is its content's size when known (a
   // clean shutdown or a truncation), otherwise recover() must run before use.
   static result<std::shared_ptr<segment>> open_active(const std::string& dir, offset base,
