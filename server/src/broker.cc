@@ -298,7 +298,7 @@ void broker::ask_controller(uint8_t kind, std::vector<std::byte> body,
 }
 
 void broker::ask_controller_for(uint8_t kind, std::vector<std::byte> body,
-                                controller_result_fn reply) {
+                                controller_result_fn reply, net::node_id origin) {
   auto done = [reply](bool ok, const std::string& error) {
     apply_result r;
     r.ok = ok;
@@ -330,17 +330,23 @@ void broker::ask_controller_for(uint8_t kind, std::vector<std::byte> body,
         return controller_->create_partitions(name, total, live_brokers(), reply);
       }
       case kind_heartbeat: {
-        const int32_t from = r.get<int32_t>();
-        const uint8_t shutting_down = r.get<uint8_t>();
-        if (!r.ok() || !r.at_end() || shutting_down > 1) return done(false, "malformed heartbeat");
+        // The link's peer (or this broker, for its own heartbeat) must be the broker the
+        // heartbeat names.
+        std::string why;
+        const auto h = decode_broker_heartbeat(body, origin < 0 ? config_.node_id : origin, why);
+        if (!h) {
+          log_line("refused a heartbeat: " + why);
+          return done(false, why);
+        }
         const auto now = std::chrono::steady_clock::now();
         broker_liveness& l = liveness_for_term();
-        if (l.heartbeat(controller_->state(), from, shutting_down != 0, now))
-          propose_fencing(from, false, "it heartbeats again");
-        if (shutting_down != 0) {
+        if (l.heartbeat(controller_->state(), h->broker, h->shutting_down, now))
+          propose_fencing(h->broker, false, "it heartbeats again");
+        if (h->shutting_down) {
           // A controlled shutdown: fenced now rather than a session timeout from now.
           for (int32_t id : l.to_fence(controller_->state(), config_.node_id, now))
-            propose_fencing(id, true, id == from ? "shutting down" : "no heartbeat for a session");
+            propose_fencing(id, true,
+                            id == h->broker ? "shutting down" : "no heartbeat for a session");
         }
         return done(true, {});
       }
@@ -434,10 +440,7 @@ bool broker::broker_alive(int32_t id) const {
 void broker::send_broker_heartbeat(bool shutting_down) {
   // Only a registered broker can be fenced or unfenced; registration comes first.
   if (!controller_->state().brokers().count(config_.node_id)) return;
-  std::vector<std::byte> body;
-  net::wire_writer w(body);
-  w.put<int32_t>(config_.node_id);
-  w.put<uint8_t>(shutting_down ? 1 : 0);
+  auto body = encode_broker_heartbeat({config_.node_id, shutting_down});
   // A lost heartbeat needs no retry: the next one follows within an interval, and the session
   // spans at least two of them.
   ask_controller(kind_heartbeat, std::move(body), [](bool, const std::string&) {});
@@ -508,7 +511,7 @@ void broker::on_controller_request(net::node_id from, std::span<const std::byte>
     r.error = "not_controller: the controller is " + std::to_string(l);
     return answer(r);
   }
-  ask_controller_for(kind, std::vector<std::byte>(body.begin(), body.end()), answer);
+  ask_controller_for(kind, std::vector<std::byte>(body.begin(), body.end()), answer, from);
 }
 
 void broker::on_controller_response(std::span<const std::byte> payload) {

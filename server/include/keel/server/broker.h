@@ -117,8 +117,11 @@ class broker {
   void ask_controller(uint8_t kind, std::vector<std::byte> body,
                       std::function<void(bool ok, const std::string& error)> done);
   // As above, with the whole outcome (an allocated producer id block comes back in it).
+  // `origin`: the broker whose link the request came in on (on_controller_request), or -1 for
+  // this broker's own requests; a heartbeat must name its origin.
   using controller_result_fn = std::function<void(const apply_result&)>;
-  void ask_controller_for(uint8_t kind, std::vector<std::byte> body, controller_result_fn done);
+  void ask_controller_for(uint8_t kind, std::vector<std::byte> body, controller_result_fn done,
+                          net::node_id origin = -1);
   // One new producer id from this broker's block, fetching another block of
   // producer_id_block_size from the controller when it runs out (requests arriving meanwhile
   // wait for it). `done` runs on shard 0 with the id, or -1 and why.
