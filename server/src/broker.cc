@@ -898,7 +898,7 @@ void broker::handle_client(net::node_id session, uint16_t type,
                          r.message = error;
                          r.error = error.find("already exists") != std::string::npos
                                        ? admin_error::topic_exists
-                                   : error.find("available brokers") != std::string::npos
+                                   : error.find("alive brokers") != std::string::npos
                                        ? admin_error::not_enough_brokers
                                    : error.find("no topic") != std::string::npos
                                        ? admin_error::unknown_topic
