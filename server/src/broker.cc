@@ -440,10 +440,24 @@ bool broker::broker_alive(int32_t id) const {
 void broker::send_broker_heartbeat(bool shutting_down) {
   // Only a registered broker can be fenced or unfenced; registration comes first.
   if (!controller_->state().brokers().count(config_.node_id)) return;
+  if (config_.fault_injection_pause_heartbeats && !shutting_down) {
+    // Fault injection (tests only): no heartbeats while the pause file exists, as if this
+    // broker were cut off from the controller leader's heartbeat handling.
+    const bool paused = ::access(heartbeat_pause_file().c_str(), F_OK) == 0;
+    if (paused != heartbeats_paused_) {
+      heartbeats_paused_ = paused;
+      log_line(std::string("fault injection: heartbeats ") + (paused ? "paused" : "resumed"));
+    }
+    if (paused) return;
+  }
   auto body = encode_broker_heartbeat({config_.node_id, shutting_down});
   // A lost heartbeat needs no retry: the next one follows within an interval, and the session
   // spans at least two of them.
   ask_controller(kind_heartbeat, std::move(body), [](bool, const std::string&) {});
+}
+
+std::string broker::heartbeat_pause_file() const {
+  return config_.data_dir + "/fault-injection.pause-heartbeats";
 }
 
 broker_liveness& broker::liveness_for_term() {

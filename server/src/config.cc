@@ -98,6 +98,11 @@ std::string apply(broker_config& c, const std::string& name, const std::string& 
     return integer(c.broker_heartbeat_interval_ms, 10, 60000);
   if (name == "broker-session-timeout-ms")
     return integer(c.broker_session_timeout_ms, 100, 3600000);
+  if (name == "fault-injection-pause-heartbeats") {
+    if (value != "true" && value != "false") return bad("expected true or false");
+    c.fault_injection_pause_heartbeats = value == "true";
+    return {};
+  }
   if (name == "auto-create-topics") {
     if (value != "true" && value != "false") return bad("expected true or false");
     c.auto_create_topics = value == "true";

@@ -143,6 +143,8 @@ class broker {
   // its tracker, reset at each new term; check_liveness() fences the silent brokers;
   // propose_fencing() proposes one fence or unfence record and logs why.
   void send_broker_heartbeat(bool shutting_down);
+  // The file whose existence pauses heartbeats (fault injection, tests only).
+  std::string heartbeat_pause_file() const;
   broker_liveness& liveness_for_term();
   void check_liveness();
   void propose_fencing(int32_t id, bool fence, const char* why);
@@ -190,6 +192,8 @@ class broker {
   int64_t liveness_term_ = -1;
   // The fenced set last posted to the shards (shard_state::fenced).
   std::set<int32_t> fenced_posted_;
+  // Fault injection (config fault_injection_pause_heartbeats): whether heartbeats are paused.
+  bool heartbeats_paused_ = false;
 
   std::atomic<bool> stopping_{false};
   std::atomic<bool> stopped_{false};
