@@ -33,6 +33,8 @@ constexpr uint8_t kind_heartbeat = 5;
 
 constexpr int leader_report_ticks = 20;
 constexpr int balance_ticks = 200;
+// How often a fenced broker's shards look for leaderships to hand away.
+constexpr int fenced_hand_off_ticks = 50;
 // How often the controller leader looks for brokers whose session has lapsed.
 constexpr int liveness_check_ticks = 10;
 constexpr auto leader_entry_ttl = std::chrono::seconds(3);
@@ -195,6 +197,7 @@ void broker::start_on_shard0() {
                             *s0.random, config_.data_dir + "/metadata.snapshot");
   if (!c) throw std::runtime_error("metadata group: " + c.err().describe());
   controller_ = std::move(c).value();
+  heartbeat_acked_ = std::chrono::steady_clock::now();  // a session's grace from the start
   controller_->on_change([this] { reconcile(); });
   reconcile();
   try {
@@ -453,11 +456,76 @@ void broker::send_broker_heartbeat(bool shutting_down) {
   auto body = encode_broker_heartbeat({config_.node_id, shutting_down});
   // A lost heartbeat needs no retry: the next one follows within an interval, and the session
   // spans at least two of them.
-  ask_controller(kind_heartbeat, std::move(body), [](bool, const std::string&) {});
+  ask_controller(kind_heartbeat, std::move(body), [this](bool ok, const std::string&) {
+    if (ok) heartbeat_acked_ = std::chrono::steady_clock::now();
+  });
 }
 
 std::string broker::heartbeat_pause_file() const {
   return config_.data_dir + "/fault-injection.pause-heartbeats";
+}
+
+void broker::check_self_fenced() {
+  const auto now = std::chrono::steady_clock::now();
+  const metadata_state& m = controller_->state();
+  const auto self = m.brokers().find(config_.node_id);
+  const char* why = nullptr;
+  if (self == m.brokers().end()) {
+    heartbeat_acked_ = now;  // not registered: nothing to fence yet, and the session starts later
+  } else if (self->second.fenced) {
+    why = "the metadata has fenced it";
+  } else if (now - heartbeat_acked_ >=
+             std::chrono::milliseconds(config_.broker_session_timeout_ms)) {
+    // Cut off from the controller leader: it fences this broker (or already has, in metadata
+    // this broker no longer receives), so this broker acts on it now.
+    why = "no heartbeat acknowledged for a session";
+  }
+  if ((why != nullptr) != self_fenced_) {
+    self_fenced_ = why != nullptr;
+    log_line(self_fenced_ ? std::string("this broker is fenced (") + why +
+                                "): it hands its leaderships to unfenced replicas"
+                          : std::string("this broker is unfenced"));
+  }
+  // Peers' own word lapses with their reports.
+  for (auto it = peers_self_fenced_.begin(); it != peers_self_fenced_.end();)
+    it = now - it->second > leader_entry_ttl ? peers_self_fenced_.erase(it) : std::next(it);
+  post_fenced();
+}
+
+void broker::post_fenced() {
+  std::set<int32_t> fenced;
+  for (const auto& [id, b] : controller_->state().brokers())
+    if (b.fenced) fenced.insert(id);
+  for (const auto& [id, seen] : peers_self_fenced_)
+    fenced.insert(id);
+  if (self_fenced_) fenced.insert(config_.node_id);
+  if (fenced == fenced_posted_) return;
+  fenced_posted_ = fenced;
+  shards_[0].fenced = fenced;
+  for (unsigned k = 1; k < shards_.size(); ++k)
+    shards_[k].runner->post([this, k, fenced] { shards_[k].fenced = fenced; });
+}
+
+void broker::hand_off_leaderships(unsigned k) {
+  auto& s = shards_[k];
+  for (auto& [g, r] : s.groups) {
+    partition_host& h = *r.host;
+    if (!h.is_leader() || h.core().transfer_target() != raft::node_id::none()) continue;
+    // The most advanced unfenced voter among those in sync (matched the commit index).
+    raft::node_id best = raft::node_id::none();
+    raft::offset best_match = raft::offset::none();
+    for (raft::node_id n : h.core().config().voters) {
+      if (n == h.core().self() || s.fenced.count(static_cast<int32_t>(n.value()))) continue;
+      const raft::progress* p = h.core().progress_of(n);
+      if (!p || p->match < h.core().commit()) continue;
+      if (best == raft::node_id::none() || p->match > best_match) best = n, best_match = p->match;
+    }
+    if (best == raft::node_id::none()) continue;  // nobody to hand to yet; the next round retries
+    log_line("partition " + r.topic + "-" + std::to_string(r.partition) +
+             ": this broker is fenced, handing leadership to broker " +
+             std::to_string(best.value()));
+    (void)h.transfer_leadership(best);
+  }
 }
 
 broker_liveness& broker::liveness_for_term() {
@@ -613,17 +681,9 @@ std::vector<int32_t> broker::live_brokers() const {
 void broker::reconcile() {
   const metadata_state& m = controller_->state();
   // Peers learnt from the metadata (brokers that are not seeds).
-  std::set<int32_t> fenced;
-  for (const auto& [id, b] : m.brokers()) {
+  for (const auto& [id, b] : m.brokers())
     transport_->add_peer(id, b.rpc.host, b.rpc.port);
-    if (b.fenced) fenced.insert(id);
-  }
-  if (fenced != fenced_posted_) {
-    fenced_posted_ = fenced;
-    shards_[0].fenced = fenced;
-    for (unsigned k = 1; k < shards_.size(); ++k)
-      shards_[k].runner->post([this, k, fenced] { shards_[k].fenced = fenced; });
-  }
+  post_fenced();
   // A registered broker outside the metadata group joins it as a learner (controller only).
   if (controller_->is_leader()) {
     raft::membership cfg = controller_->host().core().config();
@@ -781,6 +841,7 @@ void broker::tick_shard(unsigned k) {
         for (int32_t b : isr)
           w.put<int32_t>(b);
       }
+      w.put<uint8_t>(self_fenced_ ? 1 : 0);
       on_leader_report(out);
       for (const auto& [id, b] : controller_->state().brokers())
         if (id != config_.node_id) (void)transport_->send(id, leader_report_frame, out);
@@ -790,9 +851,12 @@ void broker::tick_shard(unsigned k) {
     else
       shards_[0].runner->post(std::move(publish));
   }
-  if (ticks % balance_ticks == 0 && !stopping_) {
+  const bool self_fenced = s.fenced.count(config_.node_id) > 0;
+  if (ticks % fenced_hand_off_ticks == 0 && self_fenced && !stopping_) hand_off_leaderships(k);
+  if (ticks % balance_ticks == 0 && !stopping_ && !self_fenced) {
     // Leader balancing: a leader that is not its partition's preferred replica hands over to it
-    // once that replica has caught up.
+    // once that replica has caught up (never to a fenced one, and not while this broker is
+    // fenced: it is handing its leaderships away).
     for (auto& [g, r] : s.groups) {
       if (!r.host->is_leader() || r.replicas.empty() || r.replicas.front() == config_.node_id ||
           s.fenced.count(r.replicas.front()))
@@ -814,7 +878,10 @@ void broker::tick_shard0() {
       static_cast<uint64_t>(std::max(1, config_.broker_heartbeat_interval_ms / config_.tick_ms));
   // A stopping broker has said it is leaving (stop()); a normal heartbeat would unfence it.
   if (shard0_ticks_ % heartbeat_ticks == 0 && !stopping_) send_broker_heartbeat(false);
-  if (shard0_ticks_ % liveness_check_ticks == 0) check_liveness();
+  if (shard0_ticks_ % liveness_check_ticks == 0) {
+    check_liveness();
+    check_self_fenced();
+  }
 }
 
 void broker::on_leader_report(std::span<const std::byte> payload) {
@@ -834,6 +901,16 @@ void broker::on_leader_report(std::span<const std::byte> payload) {
     if (term >= e.term || now - e.seen > leader_entry_ttl)
       e = leader_entry{from, term, hw, std::move(isr), now};
   }
+  // Then u8 flags (bit 0: the sender counts itself fenced); older senders end here.
+  if (!r.ok() || from == config_.node_id || r.remaining() == 0) return;
+  const bool self_fenced = (r.get<uint8_t>() & 1) != 0;
+  if (!r.ok()) return;
+  const bool was = peers_self_fenced_.count(from) > 0;
+  if (self_fenced)
+    peers_self_fenced_[from] = now;
+  else
+    peers_self_fenced_.erase(from);
+  if (was != self_fenced) post_fenced();
 }
 
 int32_t broker::leader_of(uint64_t group) const {
