@@ -297,7 +297,8 @@ std::string usage() {
   --retention-ms N                 default retention by age, -1 = forever (604800000)
   --retention-bytes N              default retention by size, -1 = none
   --default-partitions N           partitions of an auto-created topic (1)
-  --default-replication-factor N   replicas of a new topic (3, or the broker count if fewer)
+  --default-replication-factor N   replicas of a new topic (3, or the registered broker count
+                                   if fewer; refused while fewer brokers are alive)
   --tick-ms N                      Raft tick (10)
   --election-ticks N               election timeout in ticks (100)
   --auto-create-topics true|false  create topics on first use (true)
