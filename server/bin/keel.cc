@@ -33,9 +33,10 @@ using cli::parse;
 
 const char* help_text = R"(usage: keel <command> [flags]
   cluster up     [--brokers N] [--data-dir DIR] [--kafka-port P] [--rpc-port P] [--shards N]
-                 [--flush POLICY] [--detach]
+                 [--flush POLICY] [--broker-config FILE] [--detach]
                  start a local cluster (3 brokers, Kafka ports 9092.., RPC ports 19092.., data
-                 under ./data); stays in the foreground until Ctrl-C unless --detach
+                 under ./data); stays in the foreground until Ctrl-C unless --detach;
+                 --broker-config: a keel-broker config file (name = value) for every broker
   cluster down   [--data-dir DIR]             stop a detached cluster gracefully
   cluster status [--bootstrap HOST:PORT] [--json]
   topic create NAME [--partitions N] [--replication-factor N] [--bootstrap HOST:PORT]
@@ -198,6 +199,8 @@ pid_t spawn_broker(const local_broker& b, const std::string& seeds, const flags&
                                    seeds};
   if (f.has("shards")) args.insert(args.end(), {"--shards", f.get("shards", "")});
   if (f.has("flush")) args.insert(args.end(), {"--flush", f.get("flush", "")});
+  if (f.has("broker-config"))
+    args.insert(args.end(), {"--config", fs::absolute(f.get("broker-config", "")).string()});
   const pid_t pid = ::fork();
   if (pid < 0) die("fork failed");
   if (pid == 0) {

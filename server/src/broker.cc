@@ -33,6 +33,8 @@ constexpr uint8_t kind_heartbeat = 5;
 
 constexpr int leader_report_ticks = 20;
 constexpr int balance_ticks = 200;
+// How often a fenced broker's shards look for leaderships to hand away.
+constexpr int fenced_hand_off_ticks = 50;
 // How often the controller leader looks for brokers whose session has lapsed.
 constexpr int liveness_check_ticks = 10;
 constexpr auto leader_entry_ttl = std::chrono::seconds(3);
@@ -195,6 +197,7 @@ void broker::start_on_shard0() {
                             *s0.random, config_.data_dir + "/metadata.snapshot");
   if (!c) throw std::runtime_error("metadata group: " + c.err().describe());
   controller_ = std::move(c).value();
+  heartbeat_acked_ = std::chrono::steady_clock::now();  // a session's grace from the start
   controller_->on_change([this] { reconcile(); });
   reconcile();
   try {
@@ -298,7 +301,7 @@ void broker::ask_controller(uint8_t kind, std::vector<std::byte> body,
 }
 
 void broker::ask_controller_for(uint8_t kind, std::vector<std::byte> body,
-                                controller_result_fn reply) {
+                                controller_result_fn reply, net::node_id origin) {
   auto done = [reply](bool ok, const std::string& error) {
     apply_result r;
     r.ok = ok;
@@ -330,17 +333,23 @@ void broker::ask_controller_for(uint8_t kind, std::vector<std::byte> body,
         return controller_->create_partitions(name, total, live_brokers(), reply);
       }
       case kind_heartbeat: {
-        const int32_t from = r.get<int32_t>();
-        const uint8_t shutting_down = r.get<uint8_t>();
-        if (!r.ok() || !r.at_end() || shutting_down > 1) return done(false, "malformed heartbeat");
+        // The link's peer (or this broker, for its own heartbeat) must be the broker the
+        // heartbeat names.
+        std::string why;
+        const auto h = decode_broker_heartbeat(body, origin < 0 ? config_.node_id : origin, why);
+        if (!h) {
+          log_line("refused a heartbeat: " + why);
+          return done(false, why);
+        }
         const auto now = std::chrono::steady_clock::now();
         broker_liveness& l = liveness_for_term();
-        if (l.heartbeat(controller_->state(), from, shutting_down != 0, now))
-          propose_fencing(from, false, "it heartbeats again");
-        if (shutting_down != 0) {
+        if (l.heartbeat(controller_->state(), h->broker, h->shutting_down, now))
+          propose_fencing(h->broker, false, "it heartbeats again");
+        if (h->shutting_down) {
           // A controlled shutdown: fenced now rather than a session timeout from now.
           for (int32_t id : l.to_fence(controller_->state(), config_.node_id, now))
-            propose_fencing(id, true, id == from ? "shutting down" : "no heartbeat for a session");
+            propose_fencing(id, true,
+                            id == h->broker ? "shutting down" : "no heartbeat for a session");
         }
         return done(true, {});
       }
@@ -434,13 +443,89 @@ bool broker::broker_alive(int32_t id) const {
 void broker::send_broker_heartbeat(bool shutting_down) {
   // Only a registered broker can be fenced or unfenced; registration comes first.
   if (!controller_->state().brokers().count(config_.node_id)) return;
-  std::vector<std::byte> body;
-  net::wire_writer w(body);
-  w.put<int32_t>(config_.node_id);
-  w.put<uint8_t>(shutting_down ? 1 : 0);
+  if (config_.fault_injection_pause_heartbeats && !shutting_down) {
+    // Fault injection (tests only): no heartbeats while the pause file exists, as if this
+    // broker were cut off from the controller leader's heartbeat handling.
+    const bool paused = ::access(heartbeat_pause_file().c_str(), F_OK) == 0;
+    if (paused != heartbeats_paused_) {
+      heartbeats_paused_ = paused;
+      log_line(std::string("fault injection: heartbeats ") + (paused ? "paused" : "resumed"));
+    }
+    if (paused) return;
+  }
+  auto body = encode_broker_heartbeat({config_.node_id, shutting_down});
   // A lost heartbeat needs no retry: the next one follows within an interval, and the session
   // spans at least two of them.
-  ask_controller(kind_heartbeat, std::move(body), [](bool, const std::string&) {});
+  ask_controller(kind_heartbeat, std::move(body), [this](bool ok, const std::string&) {
+    if (ok) heartbeat_acked_ = std::chrono::steady_clock::now();
+  });
+}
+
+std::string broker::heartbeat_pause_file() const {
+  return config_.data_dir + "/fault-injection.pause-heartbeats";
+}
+
+void broker::check_self_fenced() {
+  const auto now = std::chrono::steady_clock::now();
+  const metadata_state& m = controller_->state();
+  const auto self = m.brokers().find(config_.node_id);
+  const char* why = nullptr;
+  if (self == m.brokers().end()) {
+    heartbeat_acked_ = now;  // not registered: nothing to fence yet, and the session starts later
+  } else if (self->second.fenced) {
+    why = "the metadata has fenced it";
+  } else if (now - heartbeat_acked_ >=
+             std::chrono::milliseconds(config_.broker_session_timeout_ms)) {
+    // Cut off from the controller leader: it fences this broker (or already has, in metadata
+    // this broker no longer receives), so this broker acts on it now.
+    why = "no heartbeat acknowledged for a session";
+  }
+  if ((why != nullptr) != self_fenced_) {
+    self_fenced_ = why != nullptr;
+    log_line(self_fenced_ ? std::string("this broker is fenced (") + why +
+                                "): it hands its leaderships to unfenced replicas"
+                          : std::string("this broker is unfenced"));
+  }
+  // Peers' own word lapses with their reports.
+  for (auto it = peers_self_fenced_.begin(); it != peers_self_fenced_.end();)
+    it = now - it->second > leader_entry_ttl ? peers_self_fenced_.erase(it) : std::next(it);
+  post_fenced();
+}
+
+void broker::post_fenced() {
+  std::set<int32_t> fenced;
+  for (const auto& [id, b] : controller_->state().brokers())
+    if (b.fenced) fenced.insert(id);
+  for (const auto& [id, seen] : peers_self_fenced_)
+    fenced.insert(id);
+  if (self_fenced_) fenced.insert(config_.node_id);
+  if (fenced == fenced_posted_) return;
+  fenced_posted_ = fenced;
+  shards_[0].fenced = fenced;
+  for (unsigned k = 1; k < shards_.size(); ++k)
+    shards_[k].runner->post([this, k, fenced] { shards_[k].fenced = fenced; });
+}
+
+void broker::hand_off_leaderships(unsigned k) {
+  auto& s = shards_[k];
+  for (auto& [g, r] : s.groups) {
+    partition_host& h = *r.host;
+    if (!h.is_leader() || h.core().transfer_target() != raft::node_id::none()) continue;
+    // The most advanced unfenced voter among those in sync (matched the commit index).
+    raft::node_id best = raft::node_id::none();
+    raft::offset best_match = raft::offset::none();
+    for (raft::node_id n : h.core().config().voters) {
+      if (n == h.core().self() || s.fenced.count(static_cast<int32_t>(n.value()))) continue;
+      const raft::progress* p = h.core().progress_of(n);
+      if (!p || p->match < h.core().commit()) continue;
+      if (best == raft::node_id::none() || p->match > best_match) best = n, best_match = p->match;
+    }
+    if (best == raft::node_id::none()) continue;  // nobody to hand to yet; the next round retries
+    log_line("partition " + r.topic + "-" + std::to_string(r.partition) +
+             ": this broker is fenced, handing leadership to broker " +
+             std::to_string(best.value()));
+    (void)h.transfer_leadership(best);
+  }
 }
 
 broker_liveness& broker::liveness_for_term() {
@@ -508,7 +593,7 @@ void broker::on_controller_request(net::node_id from, std::span<const std::byte>
     r.error = "not_controller: the controller is " + std::to_string(l);
     return answer(r);
   }
-  ask_controller_for(kind, std::vector<std::byte>(body.begin(), body.end()), answer);
+  ask_controller_for(kind, std::vector<std::byte>(body.begin(), body.end()), answer, from);
 }
 
 void broker::on_controller_response(std::span<const std::byte> payload) {
@@ -596,17 +681,9 @@ std::vector<int32_t> broker::live_brokers() const {
 void broker::reconcile() {
   const metadata_state& m = controller_->state();
   // Peers learnt from the metadata (brokers that are not seeds).
-  std::set<int32_t> fenced;
-  for (const auto& [id, b] : m.brokers()) {
+  for (const auto& [id, b] : m.brokers())
     transport_->add_peer(id, b.rpc.host, b.rpc.port);
-    if (b.fenced) fenced.insert(id);
-  }
-  if (fenced != fenced_posted_) {
-    fenced_posted_ = fenced;
-    shards_[0].fenced = fenced;
-    for (unsigned k = 1; k < shards_.size(); ++k)
-      shards_[k].runner->post([this, k, fenced] { shards_[k].fenced = fenced; });
-  }
+  post_fenced();
   // A registered broker outside the metadata group joins it as a learner (controller only).
   if (controller_->is_leader()) {
     raft::membership cfg = controller_->host().core().config();
@@ -765,6 +842,7 @@ void broker::tick_shard(unsigned k) {
         for (int32_t b : isr)
           w.put<int32_t>(b);
       }
+      w.put<uint8_t>(self_fenced_ ? 1 : 0);
       on_leader_report(out);
       for (const auto& [id, b] : controller_->state().brokers())
         if (id != config_.node_id) (void)transport_->send(id, leader_report_frame, out);
@@ -774,9 +852,12 @@ void broker::tick_shard(unsigned k) {
     else
       shards_[0].runner->post(std::move(publish));
   }
-  if (ticks % balance_ticks == 0 && !stopping_) {
+  const bool self_fenced = s.fenced.count(config_.node_id) > 0;
+  if (ticks % fenced_hand_off_ticks == 0 && self_fenced && !stopping_) hand_off_leaderships(k);
+  if (ticks % balance_ticks == 0 && !stopping_ && !self_fenced) {
     // Leader balancing: a leader that is not its partition's preferred replica hands over to it
-    // once that replica has caught up.
+    // once that replica has caught up (never to a fenced one, and not while this broker is
+    // fenced: it is handing its leaderships away).
     for (auto& [g, r] : s.groups) {
       if (!r.host->is_leader() || r.replicas.empty() || r.replicas.front() == config_.node_id ||
           s.fenced.count(r.replicas.front()))
@@ -798,7 +879,10 @@ void broker::tick_shard0() {
       static_cast<uint64_t>(std::max(1, config_.broker_heartbeat_interval_ms / config_.tick_ms));
   // A stopping broker has said it is leaving (stop()); a normal heartbeat would unfence it.
   if (shard0_ticks_ % heartbeat_ticks == 0 && !stopping_) send_broker_heartbeat(false);
-  if (shard0_ticks_ % liveness_check_ticks == 0) check_liveness();
+  if (shard0_ticks_ % liveness_check_ticks == 0) {
+    check_liveness();
+    check_self_fenced();
+  }
 }
 
 void broker::on_leader_report(std::span<const std::byte> payload) {
@@ -818,6 +902,16 @@ void broker::on_leader_report(std::span<const std::byte> payload) {
     if (term >= e.term || now - e.seen > leader_entry_ttl)
       e = leader_entry{from, term, hw, std::move(isr), now};
   }
+  // Then u8 flags (bit 0: the sender counts itself fenced); older senders end here.
+  if (!r.ok() || from == config_.node_id || r.remaining() == 0) return;
+  const bool self_fenced = (r.get<uint8_t>() & 1) != 0;
+  if (!r.ok()) return;
+  const bool was = peers_self_fenced_.count(from) > 0;
+  if (self_fenced)
+    peers_self_fenced_[from] = now;
+  else
+    peers_self_fenced_.erase(from);
+  if (was != self_fenced) post_fenced();
 }
 
 int32_t broker::leader_of(uint64_t group) const {
@@ -896,7 +990,7 @@ void broker::handle_client(net::node_id session, uint16_t type,
                          r.message = error;
                          r.error = error.find("already exists") != std::string::npos
                                        ? admin_error::topic_exists
-                                   : error.find("available brokers") != std::string::npos
+                                   : error.find("alive brokers") != std::string::npos
                                        ? admin_error::not_enough_brokers
                                    : error.find("no topic") != std::string::npos
                                        ? admin_error::unknown_topic

@@ -100,6 +100,11 @@ std::string apply(broker_config& c, const std::string& name, const std::string& 
     return integer(c.broker_heartbeat_interval_ms, 10, 60000);
   if (name == "broker-session-timeout-ms")
     return integer(c.broker_session_timeout_ms, 100, 3600000);
+  if (name == "fault-injection-pause-heartbeats") {
+    if (value != "true" && value != "false") return bad("expected true or false");
+    c.fault_injection_pause_heartbeats = value == "true";
+    return {};
+  }
   if (name == "auto-create-topics") {
     if (value != "true" && value != "false") return bad("expected true or false");
     c.auto_create_topics = value == "true";
@@ -296,7 +301,8 @@ std::string usage() {
   --follower-cached-tail-bytes N   durable bytes of a follower replica's log tail kept in the
                                    page cache; older ones are dropped, 0 = no bound (16777216)
   --default-partitions N           partitions of an auto-created topic (1)
-  --default-replication-factor N   replicas of a new topic (3, or the broker count if fewer)
+  --default-replication-factor N   replicas of a new topic (3, or the registered broker count
+                                   if fewer; refused while fewer brokers are alive)
   --tick-ms N                      Raft tick (10)
   --election-ticks N               election timeout in ticks (100)
   --auto-create-topics true|false  create topics on first use (true)

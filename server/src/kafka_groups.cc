@@ -47,8 +47,7 @@ void kafka_frontend::find_coordinator(const request& rq, kafka::find_coordinator
   const topic_info* t = state.topic(offsets_topic);
   if (!t) {
     // Created on first use, as Kafka does; the client asks again.
-    const auto rf =
-        static_cast<int16_t>(std::max<size_t>(1, std::min<size_t>(3, state.brokers().size())));
+    const int16_t rf = state.default_replication_factor(3);
     b.request_create_topic(offsets_topic, b.config_.offsets_topic_partitions, rf,
                            {{"segment.bytes", std::to_string(16 << 20)}},
                            [](bool, const std::string&) {});

@@ -68,7 +68,7 @@ std::string check_topic_config(const std::string& key, const std::optional<std::
 int16_t controller_error(const std::string& e) {
   if (e.find("already exists") != std::string::npos) return error_code::topic_already_exists;
   if (e.find("invalid topic name") != std::string::npos) return error_code::invalid_topic_exception;
-  if (e.find("available brokers") != std::string::npos ||
+  if (e.find("alive brokers") != std::string::npos ||
       e.find("replication factor") != std::string::npos)
     return error_code::invalid_replication_factor;
   if (e.find("no topic") != std::string::npos) return error_code::unknown_topic_or_partition;
@@ -168,10 +168,9 @@ void kafka_frontend::metadata(const request& rq, kafka::metadata_request m) {
 
 void kafka_frontend::request_auto_create(const std::string& topic) {
   broker& b = broker_;
-  const auto rf = static_cast<int16_t>(
-      std::min<size_t>(static_cast<size_t>(b.config_.default_replication_factor),
-                       b.controller_->state().brokers().size()));
-  b.request_create_topic(topic, b.config_.default_partitions, std::max<int16_t>(rf, 1), {},
+  const int16_t rf =
+      b.controller_->state().default_replication_factor(b.config_.default_replication_factor);
+  b.request_create_topic(topic, b.config_.default_partitions, rf, {},
                          [](bool, const std::string&) {});
 }
 
@@ -275,11 +274,10 @@ void kafka_frontend::create_topics(const request& rq, kafka::create_topics_reque
     };
     const int32_t partitions =
         t.num_partitions == -1 ? b.config_.default_partitions : t.num_partitions;
-    const auto brokers = static_cast<int16_t>(b.controller_->state().brokers().size());
-    const int16_t rf =
-        t.replication_factor == -1
-            ? std::max<int16_t>(1, std::min(b.config_.default_replication_factor, brokers))
-            : t.replication_factor;
+    const metadata_state& md = b.controller_->state();
+    const int16_t rf = t.replication_factor == -1
+                           ? md.default_replication_factor(b.config_.default_replication_factor)
+                           : t.replication_factor;
     x.num_partitions = partitions;
     x.replication_factor = rf;
     if (!seen.insert(t.name).second) {
@@ -299,10 +297,10 @@ void kafka_frontend::create_topics(const request& rq, kafka::create_topics_reque
       fail(error_code::invalid_partitions, "partitions must be at least 1");
       continue;
     }
-    if (rf < 1 || rf > brokers) {
-      fail(error_code::invalid_replication_factor, "replication factor " + std::to_string(rf) +
-                                                       " with " + std::to_string(brokers) +
-                                                       " brokers");
+    // The alive brokers, as the controller places replicas (so validate_only answers as a
+    // creation would): a default factor is refused like an explicit one.
+    if (auto e = md.check_replication_factor(rf, b.live_brokers()); !e.empty()) {
+      fail(error_code::invalid_replication_factor, e);
       continue;
     }
     std::map<std::string, std::string> configs;

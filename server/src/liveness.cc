@@ -1,8 +1,36 @@
 #include "keel/server/liveness.h"
 
 #include "keel/engine/assert.h"
+#include "keel/net/wire.h"
 
 namespace keel::server {
+
+std::vector<std::byte> encode_broker_heartbeat(const broker_heartbeat& h) {
+  std::vector<std::byte> out;
+  net::wire_writer w(out);
+  w.put<int32_t>(h.broker);
+  w.put<uint8_t>(h.shutting_down ? 1 : 0);
+  return out;
+}
+
+std::optional<broker_heartbeat> decode_broker_heartbeat(std::span<const std::byte> body,
+                                                        int32_t peer, std::string& error) {
+  net::wire_reader r(body);
+  broker_heartbeat h;
+  h.broker = r.get<int32_t>();
+  const uint8_t shutting_down = r.get<uint8_t>();
+  if (!r.ok() || !r.at_end() || shutting_down > 1) {
+    error = "malformed heartbeat";
+    return std::nullopt;
+  }
+  if (h.broker != peer) {
+    error = "heartbeat for broker " + std::to_string(h.broker) + " arrived from broker " +
+            std::to_string(peer) + ": a broker heartbeats only for itself";
+    return std::nullopt;
+  }
+  h.shutting_down = shutting_down != 0;
+  return h;
+}
 
 broker_liveness::broker_liveness(std::chrono::milliseconds session_timeout)
     : session_timeout_(session_timeout) {

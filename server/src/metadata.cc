@@ -1,6 +1,7 @@
 #include "keel/server/metadata.h"
 
 #include <algorithm>
+#include <set>
 
 #include "keel/engine/assert.h"
 #include "keel/net/wire.h"
@@ -341,6 +342,27 @@ bool metadata_state::restore(std::span<const std::byte> snapshot) {
   return true;
 }
 
+int16_t metadata_state::default_replication_factor(int16_t configured) const {
+  const auto registered = static_cast<int16_t>(std::min<size_t>(brokers_.size(), INT16_MAX));
+  return std::max<int16_t>(1, std::min(configured, registered));
+}
+
+std::string metadata_state::check_replication_factor(int16_t replication_factor,
+                                                     const std::vector<int32_t>& alive) const {
+  if (replication_factor < 1)
+    return "replication factor " + std::to_string(replication_factor) + " is less than 1";
+  std::set<int32_t> up;
+  for (int32_t b : alive)
+    if (brokers_.count(b)) up.insert(b);
+  if (static_cast<size_t>(replication_factor) <= up.size()) return {};
+  std::string fenced;
+  for (const auto& [id, b] : brokers_)
+    if (!up.count(id)) fenced += (fenced.empty() ? "" : ", ") + std::to_string(id);
+  return "replication factor " + std::to_string(replication_factor) + " is more than the " +
+         std::to_string(up.size()) + " alive brokers (" + std::to_string(brokers_.size()) +
+         " registered" + (fenced.empty() ? "" : "; fenced: " + fenced) + ")";
+}
+
 std::optional<std::vector<std::vector<replica>>> metadata_state::plan_partitions(
     int32_t partitions, int16_t replication_factor, const std::vector<int32_t>& brokers,
     std::string& error) const {
@@ -353,9 +375,8 @@ std::optional<std::vector<std::vector<replica>>> metadata_state::plan_partitions
     error = "the partition count must be at least 1";
     return std::nullopt;
   }
-  if (replication_factor < 1 || static_cast<size_t>(replication_factor) > candidates.size()) {
-    error = "replication factor " + std::to_string(replication_factor) + " is more than the " +
-            std::to_string(candidates.size()) + " available brokers";
+  if (auto e = check_replication_factor(replication_factor, brokers); !e.empty()) {
+    error = std::move(e);
     return std::nullopt;
   }
   // Current load, so new partitions go where there is least: leaders per broker, replicas per

@@ -35,19 +35,27 @@ def free_port_base(count):
 
 
 class Cluster:
-    def __init__(self, bin_dir, brokers=3, shards=2):
+    def __init__(self, bin_dir, brokers=3, shards=2, broker_config=None):
+        """`broker_config`: {setting: value} written to a keel-broker config file that every
+        broker reads (`keel cluster up --broker-config`)."""
         self.keel = os.path.join(bin_dir, "keel")
         self.brokers = brokers
         self.shards = shards
         self.data_dir = tempfile.mkdtemp(prefix="keel-cluster-")
         self.kafka_base = free_port_base(brokers)
         self.rpc_base = self.kafka_base + 1000
+        self.broker_config = None
+        if broker_config:
+            self.broker_config = os.path.join(self.data_dir, "broker.conf")
+            with open(self.broker_config, "w") as f:
+                f.writelines(f"{k} = {v}\n" for k, v in broker_config.items())
 
     # -- processes -----------------------------------------------------------------------------
     def up(self, timeout=90):
         out = self.run("cluster", "up", "--detach", "--brokers", str(self.brokers),
                        "--data-dir", self.data_dir, "--kafka-port", str(self.kafka_base),
                        "--rpc-port", str(self.rpc_base), "--shards", str(self.shards),
+                       *(["--broker-config", self.broker_config] if self.broker_config else []),
                        timeout=timeout)
         assert "ready" in out, out
         return out
@@ -82,6 +90,15 @@ class Cluster:
             return True
         except (ProcessLookupError, OSError, ValueError):
             return False
+
+    def pause_heartbeats(self, broker, paused=True):
+        """Fault injection (brokers started with fault-injection-pause-heartbeats = true): the
+        broker sends no heartbeats to the controller while its pause file exists."""
+        path = os.path.join(self.data_dir, f"broker-{broker}", "fault-injection.pause-heartbeats")
+        if paused:
+            open(path, "w").close()
+        elif os.path.exists(path):
+            os.remove(path)
 
     def rpc(self, broker):
         return f"127.0.0.1:{self.rpc_base + broker - 1}"

@@ -93,6 +93,24 @@ TEST(broker_config, a_file_is_read_and_flags_override_it) {
   std::filesystem::remove(path);
 }
 
+TEST(broker_config, the_fault_injection_hook_is_off_unless_asked_for_and_not_advertised) {
+  std::string error;
+  const std::vector<std::string> base = {"--node-id", "1", "--data-dir", "/d", "--seeds", "2@h:1"};
+  auto c = parse(base, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_FALSE(c->fault_injection_pause_heartbeats);
+  auto args = base;
+  args.insert(args.end(), {"--fault-injection-pause-heartbeats", "true"});
+  c = parse(args, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_TRUE(c->fault_injection_pause_heartbeats);
+  args.back() = "yes";
+  EXPECT_FALSE(parse(args, error));
+  EXPECT_EQ(error.rfind("fault-injection-pause-heartbeats:", 0), 0u) << error;
+  // A test hook: usable, not offered to operators.
+  EXPECT_EQ(usage().find("fault-injection"), std::string::npos);
+}
+
 TEST(broker_config, a_data_dir_of_another_node_is_refused) {
   const auto dir =
       std::filesystem::temp_directory_path() / ("keel-claim-" + std::to_string(::getpid()));

@@ -105,5 +105,41 @@ TEST(broker_liveness, a_new_term_forgets_the_old_one) {
   EXPECT_FALSE(l.heartbeat(m, 77, false, t0 + 3200ms));
 }
 
+TEST(broker_heartbeat, round_trips_from_the_broker_it_names) {
+  std::string error;
+  const auto bytes = encode_broker_heartbeat({2, true});
+  const auto h = decode_broker_heartbeat(bytes, 2, error);
+  ASSERT_TRUE(h) << error;
+  EXPECT_EQ(h->broker, 2);
+  EXPECT_TRUE(h->shutting_down);
+  const auto plain = decode_broker_heartbeat(encode_broker_heartbeat({3, false}), 3, error);
+  ASSERT_TRUE(plain) << error;
+  EXPECT_FALSE(plain->shutting_down);
+}
+
+TEST(broker_heartbeat, is_refused_when_it_names_another_broker_than_its_link) {
+  // Broker 3's link carries a heartbeat claiming to be broker 2: refused, so it cannot keep
+  // broker 2 unfenced (nor fence it with a forged shutting-down flag).
+  std::string error;
+  EXPECT_FALSE(decode_broker_heartbeat(encode_broker_heartbeat({2, false}), 3, error));
+  EXPECT_NE(error.find("heartbeat for broker 2 arrived from broker 3"), std::string::npos) << error;
+  error.clear();
+  EXPECT_FALSE(decode_broker_heartbeat(encode_broker_heartbeat({2, true}), 3, error));
+  EXPECT_FALSE(error.empty());
+}
+
+TEST(broker_heartbeat, is_refused_when_malformed) {
+  std::string error;
+  auto bytes = encode_broker_heartbeat({2, false});
+  bytes.push_back(std::byte{0});  // trailing garbage
+  EXPECT_FALSE(decode_broker_heartbeat(bytes, 2, error));
+  EXPECT_EQ(error, "malformed heartbeat");
+  bytes.resize(4);  // no flag
+  EXPECT_FALSE(decode_broker_heartbeat(bytes, 2, error));
+  bytes = encode_broker_heartbeat({2, false});
+  bytes[4] = std::byte{2};  // a flag is 0 or 1
+  EXPECT_FALSE(decode_broker_heartbeat(bytes, 2, error));
+}
+
 }  // namespace
 }  // namespace keel::server

@@ -202,7 +202,41 @@ TEST(metadata, plans_spread_leaders_and_shards_evenly) {
     EXPECT_EQ(n, 6) << key.first << "/" << key.second;
   std::string error;
   EXPECT_FALSE(m.plan_partitions(1, 4, {1, 2, 3}, error));
-  EXPECT_NE(error.find("more than the 3 available brokers"), std::string::npos);
+  EXPECT_NE(error.find("more than the 3 alive brokers"), std::string::npos) << error;
+}
+
+TEST(metadata, default_replication_factor_counts_registered_brokers_and_fenced_ones_refuse_it) {
+  metadata_state none;
+  EXPECT_EQ(none.default_replication_factor(3), 1);
+  auto one = with_brokers(1);
+  EXPECT_EQ(one.default_replication_factor(3), 1);  // a cluster smaller than the default
+  auto m = with_brokers(3);
+  EXPECT_EQ(m.default_replication_factor(3), 3);
+  EXPECT_EQ(m.default_replication_factor(2), 2);
+  EXPECT_EQ(m.check_replication_factor(3, m.unfenced_brokers()), "");
+  // Broker 2 is fenced: the default stays 3 (a broker fenced for a while does not shrink the
+  // topics created meanwhile for good), and 3 replicas no longer fit: refused, naming the
+  // factor, the alive brokers and the fenced one, by the check and by the placement alike.
+  ASSERT_TRUE(m.apply(encode_fence_broker(2)).ok);
+  EXPECT_EQ(m.default_replication_factor(3), 3);
+  const std::string want =
+      "replication factor 3 is more than the 2 alive brokers (3 registered; "
+      "fenced: 2)";
+  EXPECT_EQ(m.check_replication_factor(m.default_replication_factor(3), m.unfenced_brokers()),
+            want);
+  std::string error;
+  EXPECT_FALSE(m.plan_partitions(1, 3, m.unfenced_brokers(), error));
+  EXPECT_EQ(error, want);
+  // Two replicas fit, on the alive brokers only.
+  EXPECT_EQ(m.check_replication_factor(2, m.unfenced_brokers()), "");
+  auto plan = m.plan_partitions(6, 2, m.unfenced_brokers(), error);
+  ASSERT_TRUE(plan) << error;
+  for (const auto& reps : *plan)
+    for (const replica& r : reps)
+      EXPECT_NE(r.broker, 2);
+  // Unknown ids in the candidates count for nothing; a factor below 1 is refused.
+  EXPECT_NE(m.check_replication_factor(3, {1, 3, 9}), "");
+  EXPECT_EQ(m.check_replication_factor(0, {1, 3}), "replication factor 0 is less than 1");
 }
 
 TEST(metadata, random_and_mutated_commands_never_crash) {

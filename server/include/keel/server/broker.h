@@ -82,8 +82,11 @@ class broker {
     std::unique_ptr<engine::log_manager> logs;
     std::unique_ptr<seeded_random> random;
     std::map<uint64_t, replica_state> groups;
-    // The brokers the metadata has fenced, as shard 0 last posted them: leader balancing hands
-    // no leadership to a fenced broker (Metadata would answer it as unavailable).
+    // The brokers that should lead nothing, as shard 0 last posted them: those the metadata has
+    // fenced, and those whose leader reports say they count themselves fenced (no heartbeat
+    // acknowledged for a session), this broker included. Leader balancing hands no leadership
+    // to one of them (Metadata would answer it as unavailable); when this broker is in it, its
+    // shards hand their leaderships to caught-up replicas outside it (hand_off_leaderships).
     std::set<int32_t> fenced;
   };
   struct leader_entry {
@@ -117,8 +120,11 @@ class broker {
   void ask_controller(uint8_t kind, std::vector<std::byte> body,
                       std::function<void(bool ok, const std::string& error)> done);
   // As above, with the whole outcome (an allocated producer id block comes back in it).
+  // `origin`: the broker whose link the request came in on (on_controller_request), or -1 for
+  // this broker's own requests; a heartbeat must name its origin.
   using controller_result_fn = std::function<void(const apply_result&)>;
-  void ask_controller_for(uint8_t kind, std::vector<std::byte> body, controller_result_fn done);
+  void ask_controller_for(uint8_t kind, std::vector<std::byte> body, controller_result_fn done,
+                          net::node_id origin = -1);
   // One new producer id from this broker's block, fetching another block of
   // producer_id_block_size from the controller when it runs out (requests arriving meanwhile
   // wait for it). `done` runs on shard 0 with the id, or -1 and why.
@@ -140,6 +146,18 @@ class broker {
   // its tracker, reset at each new term; check_liveness() fences the silent brokers;
   // propose_fencing() proposes one fence or unfence record and logs why.
   void send_broker_heartbeat(bool shutting_down);
+  // Every broker, every liveness check: whether this broker counts itself fenced (fenced in the
+  // metadata it follows, or no heartbeat acknowledged for a session timeout: cut off from the
+  // controller leader, which fences it), then post_fenced().
+  void check_self_fenced();
+  // The file whose existence pauses heartbeats (fault injection, tests only).
+  std::string heartbeat_pause_file() const;
+  // Posts to every shard the brokers that should lead nothing (shard_state::fenced), when that
+  // set changed.
+  void post_fenced();
+  // On shard k when this broker is fenced: each partition it leads goes to an unfenced replica
+  // that is in sync (Raft's leadership transfer catches it up the rest of the way).
+  void hand_off_leaderships(unsigned k);
   broker_liveness& liveness_for_term();
   void check_liveness();
   void propose_fencing(int32_t id, bool fence, const char* why);
@@ -187,6 +205,15 @@ class broker {
   int64_t liveness_term_ = -1;
   // The fenced set last posted to the shards (shard_state::fenced).
   std::set<int32_t> fenced_posted_;
+  // When the controller last acknowledged this broker's heartbeat (or when it was not
+  // registered yet: a session counts from its registration), and whether it counts itself
+  // fenced (check_self_fenced; sent in its leader reports).
+  std::chrono::steady_clock::time_point heartbeat_acked_{};
+  bool self_fenced_ = false;
+  // Fault injection (config fault_injection_pause_heartbeats): whether heartbeats are paused.
+  bool heartbeats_paused_ = false;
+  // Peers that count themselves fenced, as their latest leader reports said, and when.
+  std::map<int32_t, std::chrono::steady_clock::time_point> peers_self_fenced_;
 
   std::atomic<bool> stopping_{false};
   std::atomic<bool> stopped_{false};

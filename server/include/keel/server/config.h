@@ -61,6 +61,10 @@ struct broker_config {
   // have elected new leaders (a few election timeouts).
   int32_t broker_heartbeat_interval_ms = 500;
   int32_t broker_session_timeout_ms = 3000;
+  // Fault injection for tests, not for production (left out of usage()): when true, the broker
+  // sends no heartbeats while the file <data-dir>/fault-injection.pause-heartbeats exists, as if
+  // cut off from the controller leader's heartbeat handling while still reaching its peers.
+  bool fault_injection_pause_heartbeats = false;
 
   host_port kafka_address() const { return kafka_advertised.value_or(kafka_listen); }
   host_port rpc_address() const { return rpc_advertised.value_or(rpc_listen); }

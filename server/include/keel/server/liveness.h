@@ -26,11 +26,27 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "keel/server/metadata.h"
 
 namespace keel::server {
+
+// A broker heartbeat (controller request kind 5): i32 broker id, u8 shutting down (0 or 1).
+struct broker_heartbeat {
+  int32_t broker = 0;
+  bool shutting_down = false;
+};
+std::vector<std::byte> encode_broker_heartbeat(const broker_heartbeat& h);
+// Decodes a heartbeat that arrived from broker `peer`: the id the inter-broker link's connection
+// said hello with, or this broker's own id for its local heartbeats. nullopt with `error` set
+// when the body is malformed or claims another broker's id (a broker heartbeats only for itself:
+// a heartbeat naming broker B over A's link must not keep B unfenced).
+std::optional<broker_heartbeat> decode_broker_heartbeat(std::span<const std::byte> body,
+                                                        int32_t peer, std::string& error);
 
 class broker_liveness {
  public:

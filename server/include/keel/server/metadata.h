@@ -120,9 +120,22 @@ class metadata_state {
   uint64_t next_group_id() const { return next_group_id_; }
   bool operator==(const metadata_state&) const = default;
 
+  // The replication factor of a topic created without one (CreateTopics with -1, auto-created
+  // topics, __consumer_offsets): `configured`, or the number of registered brokers if fewer (a
+  // cluster smaller than the default), at least 1. Registered, not alive: a broker that is
+  // fenced for a while does not shrink the topics created meanwhile for good. Like an explicit
+  // one, it is refused (check_replication_factor) while fewer brokers are alive, as Kafka
+  // refuses it with INVALID_REPLICATION_FACTOR.
+  int16_t default_replication_factor(int16_t configured) const;
+  // Empty when `replication_factor` replicas fit on the registered ones of `alive` (the
+  // placement candidates); else why, naming the factor asked for, the alive brokers and the
+  // registered ones that are not alive (fenced).
+  std::string check_replication_factor(int16_t replication_factor,
+                                       const std::vector<int32_t>& alive) const;
+
   // Leader side: replica sets for `partitions` new partitions of `replication_factor` replicas
   // over `brokers` (live ones), spread evenly over brokers and their shards and leaders rotating.
-  // nullopt with `error` set when impossible.
+  // nullopt with `error` set when impossible (check_replication_factor's error for too few).
   std::optional<std::vector<std::vector<replica>>> plan_partitions(
       int32_t partitions, int16_t replication_factor, const std::vector<int32_t>& brokers,
       std::string& error) const;
