@@ -293,8 +293,13 @@ TEST(group_coordinator, checkpoints_compact_the_log_and_rebuild_a_restarted_repl
   })) << "no checkpoint compacted the follower's log";
   f.c.stop(follower);
   f.c.start(follower);
-  ASSERT_TRUE(
-      f.c.run_until([&] { return f.committed(f.c.replica(follower)->coordinator.get()) == 59; }));
+  ASSERT_TRUE(f.c.run_until([&] {
+    return f.committed(f.c.replica(follower)->coordinator.get()) == 59;
+  })) << "follower committed "
+      << f.committed(f.c.replica(follower)->coordinator.get()) << ", leader " << f.c.leader_id()
+      << " committed " << (f.c.leader() ? f.committed(f.c.leader()->coordinator.get()) : -2)
+      << ", follower log [" << f.c.log(follower)->log_start().value() << ", "
+      << f.c.log(follower)->next_offset().value() << ")";
   EXPECT_EQ(f.committed(f.coordinator()), 59);
 }
 
