@@ -288,7 +288,8 @@ run_result memcpy_baseline(const read_setup& r, std::vector<std::byte>& buffer) 
   };
   std::vector<mapped> maps;
   for (const auto& e : fs::directory_iterator(r.dir + "/log")) {
-    if (e.path().extension() != ".log") continue;
+    // Segments only (a 20-digit base offset), not the next segment's files made ahead.
+    if (e.path().extension() != ".log" || e.path().stem().string().size() != 20) continue;
     const int fd = ::open(e.path().c_str(), O_RDONLY | O_CLOEXEC);
     struct stat st {};
     ::fstat(fd, &st);
