@@ -185,6 +185,19 @@ class Cluster:
         raise AssertionError(f"timed out waiting for {what}; last: {last}")
 
 
+def check_list():
+    """A list of checks and the decorator that adds one: `results, check = check_list()`, then
+    `@check("name")` on each function, in the order they run."""
+    results = []
+
+    def check(name):
+        def wrap(fn):
+            results.append((name, fn))
+            return fn
+        return wrap
+    return results, check
+
+
 def run_checks(c, results, brokers=(1, 2, 3)):
     """Runs each (name, fn) of `results` in order: a PASS or FAIL line each, with the traceback
     and the brokers' log tails after a failure. Returns (passed, failed)."""

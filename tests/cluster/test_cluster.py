@@ -6,17 +6,10 @@ Each check prints one line; the last line is 'N passed, N failed'.
 import sys
 import time
 
-from keel_cluster import Cluster, run_checks
+from keel_cluster import Cluster, check_list, run_checks
 
 BIN = sys.argv[1]
-results = []
-
-
-def check(name):
-    def wrap(fn):
-        results.append((name, fn))
-        return fn
-    return wrap
+results, check = check_list()
 
 
 def spread(leaders):

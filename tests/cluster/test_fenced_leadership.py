@@ -15,7 +15,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from keel_cluster import Cluster, run_checks  # noqa: E402
+from keel_cluster import Cluster, check_list, run_checks  # noqa: E402
 
 BIN = sys.argv[1]
 TOPIC = "fenced-leadership"
@@ -23,14 +23,7 @@ PARTITIONS = 6
 # Deadlines for a state to be reached (a session is 3 s, balancing runs every 2 s), generous for
 # a loaded 2-core machine: never a claim about speed.
 DEADLINE_S = 30
-results = []
-
-
-def check(name):
-    def wrap(fn):
-        results.append((name, fn))
-        return fn
-    return wrap
+results, check = check_list()
 
 
 def partitions(c, via):

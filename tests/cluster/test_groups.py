@@ -11,7 +11,7 @@ import time
 
 from confluent_kafka import Consumer, TopicPartition
 
-from keel_cluster import Cluster, run_checks
+from keel_cluster import Cluster, check_list, run_checks
 
 BIN = sys.argv[1]
 TOPIC = "grouped"
@@ -53,13 +53,7 @@ def main():
     c = Cluster(BIN, brokers=3, shards=2)
     kafka = c.kafka(1) + "," + c.kafka(2)
     passed = failed = 0
-    results = []
-
-    def check(name):
-        def wrap(fn):
-            results.append((name, fn))
-            return fn
-        return wrap
+    results, check = check_list()
 
     def keel(*args, check=True):
         return c.run(*args, "--bootstrap", kafka, check=check, timeout=120)

@@ -17,21 +17,14 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "kafka"))
-from keel_cluster import Cluster, run_checks  # noqa: E402
+from keel_cluster import Cluster, check_list, run_checks  # noqa: E402
 from kafka_harness import Reader, frame, read_frame  # noqa: E402
 
 BIN = sys.argv[1]
 # Session timeout plus a generous margin for a loaded 2-core machine: a deadline to wait for a
 # state, never a claim about speed.
 FENCE_DEADLINE_S = 45
-results = []
-
-
-def check(name):
-    def wrap(fn):
-        results.append((name, fn))
-        return fn
-    return wrap
+results, check = check_list()
 
 
 def metadata_v5(addr, timeout=5):
