@@ -56,6 +56,9 @@ group_coordinator::group_coordinator(partition_host& host, group_coordinator_opt
     : host_(host), options_(std::move(options)) {
   if (!options_.now_ms) options_.now_ms = system_now_ms;
   applied_ = host_.log().log_start().value() - 1;
+  // A restarted replica's high watermark starts at its persisted commit: apply up to it now,
+  // since no commit listener fires until the commit moves again.
+  on_commit();
 }
 
 group_coordinator::~group_coordinator() {
