@@ -31,20 +31,26 @@ void store(std::byte* p, T v) {
 
 }  // namespace
 
-result<index_file> index_file::adopt(int fd, const std::string& path, size_t entry_size,
-                                     size_t capacity_bytes) {
-  KEEL_ASSERT(entry_size > 0 && capacity_bytes >= entry_size, "an index has room for entries");
-  const size_t map_bytes = capacity_bytes - capacity_bytes % entry_size;
-  auto map = file_map::map(fd, map_bytes, true, path);
-  ::close(fd);
+result<index_file> index_file::map_fd(int fd, const std::string& path, size_t entry_size,
+                                      size_t map_bytes, bool writable) {
+  auto map = file_map::map(fd, map_bytes, writable, path);
+  ::close(fd);  // the map keeps the pages; no descriptor stays open per index
   if (!map) return std::move(map).err();
   index_file out;
   out.entry_size_ = entry_size;
-  out.writable_ = true;
+  out.writable_ = writable;
   out.capacity_ = map_bytes / entry_size;
   out.map_ = std::move(map).value();
-  ::madvise(out.map_->data(), map_bytes, MADV_RANDOM);  // as open() does
+  // Lookups touch a few scattered pages; readahead would fault in (and zero) megabytes of the
+  // preallocated tail for each of them.
+  ::madvise(out.map_->data(), map_bytes, MADV_RANDOM);
   return out;
+}
+
+result<index_file> index_file::adopt(int fd, const std::string& path, size_t entry_size,
+                                     size_t capacity_bytes) {
+  KEEL_ASSERT(entry_size > 0 && capacity_bytes >= entry_size, "an index has room for entries");
+  return map_fd(fd, path, entry_size, capacity_bytes - capacity_bytes % entry_size, true);
 }
 
 result<index_file> index_file::open(const std::string& path, size_t entry_size,
@@ -74,22 +80,16 @@ result<index_file> index_file::open(const std::string& path, size_t entry_size,
       return make_sys_error(e, "preallocate index " + path);
     }
   }
-  index_file out;
-  out.entry_size_ = entry_size;
-  out.writable_ = writable;
-  out.capacity_ = map_bytes / entry_size;
   if (map_bytes == 0) {
     ::close(fd);
     if (writable) return make_error(errc::invalid_argument, "index " + path + " has no room");
-    return out;  // a closed segment with no entries: nothing to map
+    index_file out;  // a closed segment with no entries: nothing to map
+    out.entry_size_ = entry_size;
+    return out;
   }
-  auto map = file_map::map(fd, map_bytes, writable, path);
-  ::close(fd);  // the map keeps the pages; no descriptor stays open per index
-  if (!map) return std::move(map).err();
-  out.map_ = std::move(map).value();
-  // Lookups touch a few scattered pages; readahead would fault in (and zero) megabytes of the
-  // preallocated tail for each of them.
-  ::madvise(out.map_->data(), map_bytes, MADV_RANDOM);
+  auto mapped = map_fd(fd, path, entry_size, map_bytes, writable);
+  if (!mapped) return mapped;
+  index_file out = std::move(mapped).value();
   if (file_bytes == 0) return out;  // just created: no entries
   // Entries increase and the tail is zero: binary-search the first all-zero entry.
   size_t lo = 0, hi = out.capacity_;

@@ -44,10 +44,7 @@ void segment_spare::on_roll() {
   if (stage_ == stage::failed) stage_ = stage::none;
 }
 
-void segment_spare::prepare() {
-  // Not while the last spare's files are being renamed: an open of the spare names could run
-  // before a rename and hand out the file just taken.
-  if (stage_ != stage::none || renames_in_flight_ > 0) return;
+void segment_spare::start() {
   stage_ = stage::opening;
   steps_left_ = 3;
   first_error_ = 0;
@@ -58,21 +55,23 @@ void segment_spare::prepare() {
   }
 }
 
+bool segment_spare::step_done(int result) {
+  --in_flight_;
+  if (result < 0 && first_error_ == 0) first_error_ = result;
+  if (--steps_left_ > 0) return false;
+  if (first_error_ != 0) {
+    close_files();
+    stage_ = stage::failed;
+    return false;
+  }
+  return true;
+}
+
 void segment_spare::on_opened(io_ring::operation* op, int result) {
   step& s = *reinterpret_cast<step*>(op);
   segment_spare& self = *s.owner;
-  --self.in_flight_;
-  if (result >= 0) {
-    self.fds_[s.file] = result;
-  } else if (self.first_error_ == 0) {
-    self.first_error_ = result;
-  }
-  if (--self.steps_left_ > 0) return;
-  if (self.first_error_ != 0) {
-    self.close_files();
-    self.stage_ = stage::failed;
-    return;
-  }
+  if (result >= 0) self.fds_[s.file] = result;
+  if (!self.step_done(result)) return;
   // Allocate the indexes' blocks, not just their size: a store through the map into a hole the
   // filesystem cannot fill (a full disk) is a SIGBUS (as index_file::open does).
   self.stage_ = stage::sizing;
@@ -85,17 +84,8 @@ void segment_spare::on_opened(io_ring::operation* op, int result) {
 }
 
 void segment_spare::on_sized(io_ring::operation* op, int result) {
-  step& s = *reinterpret_cast<step*>(op);
-  segment_spare& self = *s.owner;
-  --self.in_flight_;
-  if (result < 0 && self.first_error_ == 0) self.first_error_ = result;
-  if (--self.steps_left_ > 0) return;
-  if (self.first_error_ != 0) {
-    self.close_files();
-    self.stage_ = stage::failed;
-    return;
-  }
-  self.stage_ = stage::ready;
+  segment_spare& self = *reinterpret_cast<step*>(op)->owner;
+  if (self.step_done(result)) self.stage_ = stage::ready;
 }
 
 segment::prepared_files segment_spare::take(offset base, std::function<void(int)> renamed) {

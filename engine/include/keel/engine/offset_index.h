@@ -61,6 +61,10 @@ class index_file {
   status sync() const;
 
  private:
+  // Maps `map_bytes` of `fd` (closing it) with no entries counted yet.
+  static result<index_file> map_fd(int fd, const std::string& path, size_t entry_size,
+                                   size_t map_bytes, bool writable);
+
   std::shared_ptr<file_map> map_;
   size_t entry_size_ = 0;
   size_t capacity_ = 0;

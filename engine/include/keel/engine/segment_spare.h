@@ -35,7 +35,12 @@ class segment_spare {
 
   // Starts making a spare unless one is ready or being made (or the last attempt failed and no
   // roll came since: a full disk is not retried on every append).
-  void prepare();
+  // Inline: the log asks on every append once its segment is half full. Not while the last
+  // spare's files are being renamed: an open of the spare names could run before a rename and
+  // hand out the file just taken.
+  void prepare() {
+    if (stage_ == stage::none && renames_in_flight_ == 0) start();
+  }
   bool ready() const { return stage_ == stage::ready; }
   // For segments of at most this reserve (the log's segment_bytes).
   uint64_t reserve_bytes() const { return reserve_bytes_; }
@@ -57,6 +62,10 @@ class segment_spare {
     segment_spare* owner = nullptr;
     int file = 0;  // 0 .log, 1 .index, 2 .timeindex
   };
+  void start();
+  // One step of the current stage completed: true once the whole stage did, without error (a
+  // failed stage closes the files and marks the spare failed).
+  bool step_done(int result);
   static void on_opened(io_ring::operation* op, int result);
   static void on_sized(io_ring::operation* op, int result);
   static void on_renamed(io_ring::operation* op, int result);
