@@ -11,6 +11,11 @@
 
 namespace keel::engine {
 
+namespace {
+// IORING_OP_FTRUNCATE (Linux 6.9), newer than the headers of Debian 12's liburing.
+constexpr int ftruncate_opcode = 55;
+}  // namespace
+
 result<std::unique_ptr<io_ring>> io_ring::create(unsigned entries) {
   auto ring = std::make_unique<::io_uring>();
   io_uring_params params{};
@@ -29,7 +34,12 @@ result<std::unique_ptr<io_ring>> io_ring::create(unsigned entries) {
     ::close(efd);
     return make_sys_error(-r, "io_uring_register_eventfd");
   }
-  return std::unique_ptr<io_ring>(new io_ring(std::move(ring), efd));
+  std::unique_ptr<io_ring> out(new io_ring(std::move(ring), efd));
+  if (io_uring_probe* probe = io_uring_get_probe_ring(out->ring_.get())) {
+    out->can_ftruncate_ = io_uring_opcode_supported(probe, ftruncate_opcode) != 0;
+    io_uring_free_probe(probe);
+  }
+  return out;
 }
 
 io_ring::io_ring(std::unique_ptr<::io_uring> ring, int event_fd)
@@ -113,6 +123,19 @@ void io_ring::prep_fadvise(operation* op, int fd, uint64_t file_offset, uint64_t
   io_uring_sqe* sqe = next_sqe(op);
   io_uring_prep_fadvise(sqe, fd, file_offset, static_cast<off_t>(bytes), advice);
   if (link) sqe->flags |= IOSQE_IO_LINK;
+}
+
+void io_ring::prep_ftruncate(operation* op, int fd, uint64_t bytes) {
+  KEEL_ASSERT(can_ftruncate_, "the kernel's io_uring cuts files (checked at creation)");
+  io_uring_sqe* sqe = next_sqe(op);
+  // The kernel reads the length from the offset field and wants every other field zero.
+  io_uring_prep_rw(ftruncate_opcode, sqe, fd, nullptr, 0, bytes);
+}
+
+void io_ring::prep_close(operation* op, int fd) {
+  io_uring_sqe* sqe = next_sqe(op);
+  io_uring_prep_close(sqe, fd);
+  sqe->flags |= IOSQE_ASYNC;
 }
 
 void io_ring::note_staged(issuer* i) {

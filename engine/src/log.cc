@@ -15,6 +15,7 @@
 
 #include "keel/engine/cache_window.h"
 #include "keel/engine/segment_cache.h"
+#include "keel/engine/segment_seal.h"
 #include "keel/engine/segment_spare.h"
 
 namespace keel::engine {
@@ -250,27 +251,55 @@ struct log::chain {
   bool write_complete() const { return error != 0 || written_bytes >= buffer.size(); }
 };
 
-// The `sealed` record's in-place write through the ring (log.h has its format).
-struct log::sealed_record : io_ring::operation {
+// The `sealed` record's in-place write through the ring (log.h has its format): open, write,
+// close, each a step on the ring, so no call on the shard thread waits for the filesystem.
+struct log::sealed_record {
+  enum class stage { opening, writing, closing };
+  struct step {
+    io_ring::operation op;  // first: the ring hands back &op, which is this step
+    sealed_record* owner = nullptr;
+  };
   log* owner = nullptr;
+  std::string path;
+  step op{{&sealed_record::on_step}, this};
   int fd = -1;
+  stage st = stage::opening;
   std::byte bytes[24] = {};
   bool in_flight = false;
   bool again = false;  // a newer value waits for the write in flight
 
-  ~sealed_record() {
-    if (fd >= 0) ::close(fd);
+  void start() {
+    in_flight = true;
+    st = stage::opening;
+    owner->ring_.prep_openat(&op.op, path.c_str(), O_WRONLY | O_CLOEXEC, 0);
   }
-  static void on_written(io_ring::operation* self, int res) {
-    auto* r = static_cast<sealed_record*>(self);
-    r->in_flight = false;
-    ::close(r->fd);  // open only while written: a log holds no descriptor for it
-    r->fd = -1;
-    // A failed write only leaves the record behind: recovery then scans a segment more.
-    if (res < 0) warn(r->owner->dir_ + "/sealed: write failed: " + std::strerror(-res));
-    if (r->again) {
-      r->again = false;
-      r->owner->write_sealed_async();
+  static void on_step(io_ring::operation* self, int res) {
+    sealed_record& r = *reinterpret_cast<step*>(self)->owner;
+    // A record that cannot be written only makes recovery scan more: warn and go on.
+    switch (r.st) {
+      case stage::opening:
+        if (res < 0) {
+          warn("open " + r.path + ": " + std::strerror(-res));
+          break;
+        }
+        r.fd = res;
+        r.st = stage::writing;
+        encode_sealed(r.bytes, r.owner->sealed_to_);
+        r.owner->ring_.prep_write(&r.op.op, r.fd, r.bytes, sizeof r.bytes, 0, false);
+        return;
+      case stage::writing:
+        if (res < 0) warn(r.path + ": write failed: " + std::strerror(-res));
+        r.st = stage::closing;
+        r.owner->ring_.prep_close(&r.op.op, r.fd);
+        r.fd = -1;
+        return;
+      case stage::closing:
+        break;
+    }
+    r.in_flight = false;
+    if (r.again) {
+      r.again = false;
+      r.start();
     }
   }
 };
@@ -282,7 +311,10 @@ log::log(std::string dir, log_config config, io_ring& ring, segment_cache* cache
       cache_(cache),
       sealed_(std::make_unique<sealed_record>()) {
   sealed_->owner = this;
-  sealed_->complete = &sealed_record::on_written;
+  sealed_->path = dir_ + "/" + sealed_file;
+  seal_ = std::make_unique<segment_seal>(
+      ring_,
+      [this](const std::shared_ptr<segment>& seg, int error) { on_segment_sealed(seg, error); });
   if (!config_.now_ms) config_.now_ms = &system_now_ms;
   if (config_.cached_tail_bytes > 0)
     cache_window_ = std::make_unique<cache_window>(ring_, config_.cached_tail_bytes);
@@ -607,20 +639,24 @@ void log::note_sealed(const segment& s) {
 }
 
 void log::write_sealed_async() {
+  // Once per roll; a newer value waits for the write in flight.
   if (sealed_->in_flight) {
     sealed_->again = true;
     return;
   }
-  // Once per roll. A record that cannot be written only makes recovery scan more.
-  const std::string path = dir_ + "/" + sealed_file;
-  sealed_->fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  if (sealed_->fd < 0) {
-    warn("open " + path + ": " + std::strerror(errno));
+  sealed_->start();
+}
+
+void log::on_segment_sealed(const std::shared_ptr<segment>& seg, int error) {
+  if (error != 0) {
+    fail(make_sys_error(-error, "cut " + seg->path(".log") + " to its content"));
     return;
   }
-  encode_sealed(sealed_->bytes, sealed_to_);
-  sealed_->in_flight = true;
-  ring_.prep_write(sealed_.get(), sealed_->fd, sealed_->bytes, sizeof sealed_->bytes, 0, false);
+  // A segment deleted meanwhile (retention) needs nothing more.
+  if (std::find(segments_.begin(), segments_.end(), seg) == segments_.end()) return;
+  if (cache_ && seg->mapped()) cache_->touch(seg.get());
+  if (cache_window_) cache_window_->on_sealed(*seg);
+  note_sealed(*seg);
 }
 
 status log::write_sealed(offset to, bool durable) {
@@ -999,14 +1035,8 @@ void log::on_chain_done(chain*) {
     progressed = true;
     if (c->sealing) {
       if (cache_window_ && c->synced()) cache_window_->on_durable(*c->seg, c->seg->written_size());
-      if (auto s = c->seg->seal(); !s) {
-        failure_ = s.err();
-        warn(dir_ + ": appends stopped: " + failure_->describe());
-      } else {
-        if (cache_ && c->seg->mapped()) cache_->touch(c->seg.get());
-        if (cache_window_ && c->synced()) cache_window_->on_sealed(*c->seg);
-        note_sealed(*c->seg);
-      }
+      KEEL_ASSERT(c->synced(), "a sealing chain syncs its segment");
+      seal_->start(c->seg);
     }
     const bool durable = c->synced();
     for (auto& a : c->acks)
@@ -1084,7 +1114,7 @@ void log::wait_idle() {
     }
     ring_.wait();
   }
-  while (sealed_->in_flight || !spare_->idle())
+  while (sealed_->in_flight || !spare_->idle() || !seal_->idle())
     ring_.wait();
   seals_forced_ = false;
 }

@@ -499,6 +499,15 @@ status segment::seal() {
   return ok_status();
 }
 
+segment::seal_cuts segment::begin_seal() {
+  KEEL_ASSERT(fd_ >= 0, "only the active segment is sealed");
+  finish_time_index();
+  seal_cuts cuts{fd_, size_, index_.content_bytes(), time_index_.content_bytes()};
+  fd_ = -1;
+  allocated_ = size_;
+  return cuts;
+}
+
 status segment::remove_files() {
   if (fd_ >= 0) {
     ::close(fd_);

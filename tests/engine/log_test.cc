@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "keel/engine/segment_cache.h"
 #include "log_fixture.h"
@@ -1009,6 +1011,42 @@ TEST_F(LogTest, RollsUseTheSegmentFilesMadeAhead) {
   ASSERT_TRUE(l);
   expect_contents(*l, 0, 60, 8000);
   EXPECT_EQ(segment_bases_on_disk(dir()).size(), l->segment_count());
+}
+
+// A roll's seal cuts the rolled segment's three files through the ring (no blocking call on the
+// appending thread); once it completes the `sealed` record names the newest sealed segment.
+TEST_F(LogTest, ASealCutsTheRolledFilesAndRecordsIt) {
+  log_config c = small_config();
+  c.flush = flush_policy::none();
+  auto l = open_log(c);
+  ASSERT_TRUE(l);
+  append_n(*l, 3 * kPerSegment + 2, kPayload);
+  ASSERT_EQ(l->segment_count(), 4u);
+  ASSERT_TRUE(flush_wait(*l, *ring_).ok());  // the rolled segments' syncs, then their seals
+  ring_->drain();
+  for (int k = 0; k < 3; ++k) {
+    const std::string stem = dir() + "/" + segment_file_stem(offset(k * kPerSegment));
+    EXPECT_EQ(file_size(stem + ".log"), kPerSegment * (kPayload + batch_header_size)) << k;
+    // Indexes hold whole entries only, none of their preallocated tail.
+    EXPECT_EQ(file_size(stem + ".index") % 8, 0u) << k;
+    EXPECT_LT(file_size(stem + ".index"), 4096u) << k;
+    EXPECT_EQ(file_size(stem + ".timeindex") % 12, 0u) << k;
+    EXPECT_LT(file_size(stem + ".timeindex"), 4096u) << k;
+  }
+  // The active segment keeps its preallocation.
+  EXPECT_GE(file_size(dir() + "/" + segment_file_stem(offset(3 * kPerSegment)) + ".index"), 4096u);
+  std::ifstream in(dir() + "/sealed", std::ios::binary);
+  char record[24];
+  ASSERT_TRUE(in.read(record, sizeof record));
+  int64_t to = 0;
+  std::memcpy(&to, record + 8, sizeof to);
+  EXPECT_EQ(to, 3 * kPerSegment) << "sealed up to the active segment";
+  expect_contents(*l, 0, 3 * kPerSegment + 2, kPayload);
+  // Reopened without a clean close, the log trusts the record and every batch reads back.
+  l.reset();
+  l = open_log(c);
+  ASSERT_TRUE(l);
+  expect_contents(*l, 0, 3 * kPerSegment + 2, kPayload);
 }
 
 }  // namespace

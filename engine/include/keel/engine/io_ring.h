@@ -68,6 +68,12 @@ class io_ring {
   void prep_renameat(operation* op, const char* from, const char* to);
   void prep_fadvise(operation* op, int fd, uint64_t file_offset, uint64_t bytes, int advice,
                     bool link);
+  // Cuts (or extends) the file to `bytes`; only when can_ftruncate() (Linux 6.9 and later).
+  void prep_ftruncate(operation* op, int fd, uint64_t bytes);
+  bool can_ftruncate() const { return can_ftruncate_; }
+  // Closes `fd` on a kernel worker: the last close of a file can start its writeback (ext4
+  // flushes a file cut shorter), which must not happen on the ring's thread.
+  void prep_close(operation* op, int fd);
 
   // Lists `i` (once) to issue at the ring's next hand-off to the kernel.
   void note_staged(issuer* i);
@@ -117,6 +123,7 @@ class io_ring {
   issuer* issuing_head_ = nullptr;
   size_t staged_count_ = 0;
   bool issuing_ = false;
+  bool can_ftruncate_ = false;
   std::function<void()> staged_listener_;
 };
 

@@ -79,6 +79,7 @@ namespace keel::engine {
 class segment_cache;
 class cache_window;
 class segment_spare;
+class segment_seal;
 
 // An allocator whose resize leaves new bytes uninitialized: staging writes every byte it adds,
 // and zeroing them first costs as much as a small append's copy.
@@ -296,6 +297,8 @@ class log {
   // Records that `s` was synced and sealed (through the ring, unsynced).
   void note_sealed(const segment& s);
   void write_sealed_async();
+  // A rolled segment's files were cut (segment_seal.h), or cutting its .log failed.
+  void on_segment_sealed(const std::shared_ptr<segment>& seg, int error);
   // Writes the `sealed` record in place, synced when `durable` (truncations, resets).
   status write_sealed(offset to, bool durable);
   // Scans the closed segment segments_[i] that no `sealed` record names; returns whether it
@@ -341,6 +344,7 @@ class log {
   // While set (wait_idle), waiting seals are issued at once.
   bool seals_forced_ = false;
   std::unique_ptr<sealed_record> sealed_;
+  std::unique_ptr<segment_seal> seal_;
   offset sealed_to_;                      // the value of the `sealed` record last written
   std::optional<offset> sealed_on_disk_;  // the record found at open (if valid) or written since
   bool sealed_found_ = false;             // a record file existed at open

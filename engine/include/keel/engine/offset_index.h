@@ -57,6 +57,8 @@ class index_file {
   void truncate(size_t n);
   // Cuts the file to its entries (a rolled segment); the map stays valid for readers.
   status trim(const std::string& path) const;
+  // The file's size once trimmed: its entries.
+  uint64_t content_bytes() const { return count_ * entry_size_; }
   bool writable() const { return writable_; }
   status sync() const;
 
@@ -97,6 +99,7 @@ class offset_index {
   bool sane(uint64_t log_bytes) const;
   void clear() { file_->truncate(0); }
   status trim(const std::string& path) const { return file_->trim(path); }
+  uint64_t content_bytes() const { return file_ ? file_->content_bytes() : 0; }
   status sync() const { return file_->sync(); }
   bool is_open() const { return file_.has_value(); }
 
@@ -127,6 +130,7 @@ class time_index {
   bool sane() const;
   void clear() { file_->truncate(0); }
   status trim(const std::string& path) const { return file_->trim(path); }
+  uint64_t content_bytes() const { return file_ ? file_->content_bytes() : 0; }
   status sync() const { return file_->sync(); }
   bool is_open() const { return file_.has_value(); }
 

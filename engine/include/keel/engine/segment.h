@@ -132,8 +132,17 @@ class segment {
   // Drops everything from `position` on (a batch boundary) in memory and in the indexes; the
   // caller zeroes the bytes on disk.
   void cut(uint64_t position, offset from);
-  // Adds the final time index entry and cuts the .log and index files to their content.
+  // Adds the final time index entry and cuts the .log and index files to their content
+  // (recovery, at start-up).
   status seal();
+  // The same through the ring (segment_seal.h): adds the final time index entry and hands over
+  // the .log's descriptor with the size each file is to be cut to; the segment is closed from
+  // here on, its map and indexes serving reads as before.
+  struct seal_cuts {
+    int log_fd = -1;
+    uint64_t log_bytes = 0, index_bytes = 0, time_index_bytes = 0;
+  };
+  seal_cuts begin_seal();
   status remove_files();
   std::optional<time_index::entry> last_time_entry() const;
   // The greatest entry of the time index before `target` (for lookups by time).
