@@ -774,8 +774,9 @@ result<append_ack> log::append(const batch_spec& batch, append_callback done) {
   const bool starts_chain = chains_.empty() || chains_.back()->st != chain::state::building ||
                             chains_.back()->seg != *active ||
                             chains_.back()->buffer.size() >= chain_split_bytes();
-  const bool too_old =
-      size > 0 && starts_chain && now() - (*active)->first_append_ms() >= config_.segment_ms;
+  const bool too_old = size > 0 && starts_chain &&
+                       now() - (*active)->first_append_ms() >= config_.segment_ms &&
+                       age_roll_ready();
   if (size == 0 && stored > (*active)->reserve()) {
     if (auto s = (*active)->grow_reserve(stored); !s) {
       fail(s.err());
@@ -860,10 +861,19 @@ void log::tick() {
     flush();
   }
   const segment& active = *segments_.back();
-  if (active.size() > 0 && t - active.first_append_ms() >= config_.segment_ms) {
+  if (active.size() > 0 && t - active.first_append_ms() >= config_.segment_ms && age_roll_ready()) {
     if (auto s = roll(config_.segment_bytes); !s) fail(s.err());
     issue();
   }
+}
+
+bool log::age_roll_ready() {
+  // A roll by age is not urgent: it waits for the next segment's files to be made through the
+  // ring, as a roll by size does, instead of creating them on this thread. A spare that cannot
+  // be made (a full disk) lets it create them in place and report what fails.
+  if (spare_->ready() || spare_->failed()) return true;
+  spare_->prepare();
+  return false;
 }
 
 bool log::sync_due(const chain& c) const {

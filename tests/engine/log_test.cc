@@ -120,18 +120,27 @@ TEST_F(LogTest, RollsAtSegmentMsOnAppendAndOnTick) {
   append_n(*l, 1, 100);
   EXPECT_EQ(l->segment_count(), 1u);
   clock_ms_ += 1;  // the segment's first append is now 60 s old
+  // The next segment's files are made through the ring first: this append still lands in the
+  // old segment, the next one after the files are ready rolls.
+  append_n(*l, 1, 100);
+  EXPECT_EQ(l->segment_count(), 1u);
+  drain(*ring_);
   append_n(*l, 1, 100);
   EXPECT_EQ(l->segment_count(), 2u);
-  EXPECT_EQ(segment_bases_on_disk(dir()), (std::vector<int64_t>{0, 3}));
+  EXPECT_EQ(segment_bases_on_disk(dir()), (std::vector<int64_t>{0, 4}));
+  EXPECT_EQ(l->rolls_from_spare(), 1u);
   clock_ms_ += 60'000;
-  l->tick();  // time alone rolls the segment
+  l->tick();  // time alone rolls the segment, once its successor's files are ready
+  drain(*ring_);
+  l->tick();
   drain(*ring_);
   EXPECT_EQ(l->segment_count(), 3u);
+  EXPECT_EQ(l->rolls_from_spare(), 2u);
   l->tick();  // an empty active segment does not roll
   EXPECT_EQ(l->segment_count(), 3u);
   append_n(*l, 1, 100);
-  EXPECT_EQ(segment_bases_on_disk(dir()), (std::vector<int64_t>{0, 3, 4}));
-  expect_contents(*l, 0, 5, 100);
+  EXPECT_EQ(segment_bases_on_disk(dir()), (std::vector<int64_t>{0, 4, 5}));
+  expect_contents(*l, 0, 6, 100);
 }
 
 TEST_F(LogTest, SegmentAgeDoesNotRollEveryReopenedSegment) {
@@ -155,7 +164,9 @@ TEST_F(LogTest, SegmentAgeDoesNotRollEveryReopenedSegment) {
   l->tick();
   EXPECT_EQ(l->segment_count(), 1u) << "a recovered segment rolled before segment_ms passed";
   clock_ms_ += 3'600'000;
-  l->tick();
+  l->tick();  // makes the next segment's files
+  drain(*ring_);
+  l->tick();  // rolls into them
   drain(*ring_);
   EXPECT_EQ(l->segment_count(), 2u);
   expect_contents(*l, 0, 4, 100);

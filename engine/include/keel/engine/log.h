@@ -297,6 +297,8 @@ class log {
   // Records that `s` was synced and sealed (through the ring, unsynced).
   void note_sealed(const segment& s);
   void write_sealed_async();
+  // Whether a segment past segment_ms may roll now (its successor's files are ready).
+  bool age_roll_ready();
   // A rolled segment's files were cut (segment_seal.h), or cutting its .log failed.
   void on_segment_sealed(const std::shared_ptr<segment>& seg, int error);
   // Writes the `sealed` record in place, synced when `durable` (truncations, resets).

@@ -8,7 +8,7 @@
 // the segment's names. A log issues no sync while those renames run, so the directory's fsync
 // that follows a roll covers them and nothing of the new segment is claimed durable before its
 // names are. Recovery deletes spare files; a roll without a ready spare creates its files in
-// place (the log's first roll, a roll by age, a batch larger than a segment).
+// place (a batch larger than a segment, a truncation's new segment, or a spare that failed).
 #pragma once
 
 #include <array>
@@ -42,6 +42,8 @@ class segment_spare {
     if (stage_ == stage::none && renames_in_flight_ == 0) start();
   }
   bool ready() const { return stage_ == stage::ready; }
+  // The last attempt failed and no roll came since.
+  bool failed() const { return stage_ == stage::failed; }
   // For segments of at most this reserve (the log's segment_bytes).
   uint64_t reserve_bytes() const { return reserve_bytes_; }
   // Nothing of this spare is in flight (creation or renames).
