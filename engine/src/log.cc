@@ -648,10 +648,15 @@ void log::write_sealed_async() {
 }
 
 void log::on_segment_sealed(const std::shared_ptr<segment>& seg, int error) {
+  seg->end_seal();
   if (error != 0) {
     fail(make_sys_error(-error, "cut " + seg->path(".log") + " to its content"));
+    on_chain_done(nullptr);  // appends staged meanwhile fail now, not at close
     return;
   }
+  // After a failed seal no later one is recorded: the `sealed` record would vouch for the
+  // segment left uncut.
+  if (failure_) return;
   // A segment deleted meanwhile (retention) needs nothing more.
   if (std::find(segments_.begin(), segments_.end(), seg) == segments_.end()) return;
   if (cache_ && seg->mapped()) cache_->touch(seg.get());
@@ -731,6 +736,7 @@ status log::roll(uint64_t reserve_bytes) {
     auto files = spare_->take(next_offset_, [this](int rc) {
       if (rc < 0 && !failure_) {
         fail(make_sys_error(-rc, "rename the prepared segment files in " + dir_));
+        on_chain_done(nullptr);  // appends staged meanwhile fail now, not at close
       } else {
         ring_.note_staged(&issuer_);  // a sync that waited for the renames may go now
       }

@@ -500,10 +500,11 @@ status segment::seal() {
 }
 
 segment::seal_cuts segment::begin_seal() {
-  KEEL_ASSERT(fd_ >= 0, "only the active segment is sealed");
+  KEEL_ASSERT(fd_ >= 0 && !seal_pending_, "only the active segment is sealed");
   finish_time_index();
   seal_cuts cuts{fd_, size_, index_.content_bytes(), time_index_.content_bytes()};
   fd_ = -1;
+  seal_pending_ = true;
   allocated_ = size_;
   return cuts;
 }

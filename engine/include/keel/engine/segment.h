@@ -61,7 +61,9 @@ class segment {
   segment& operator=(const segment&) = delete;
 
   offset base() const { return base_; }
-  bool active() const { return fd_ >= 0; }
+  // Takes appends, or was rolled and its seal (segment_seal.h) has not completed: either way its
+  // files may still change size, so it is neither cached nor unmapped.
+  bool active() const { return fd_ >= 0 || seal_pending_; }
   int fd() const { return fd_; }
   uint64_t size() const { return size_; }
   uint64_t written_size() const { return written_size_; }
@@ -143,6 +145,7 @@ class segment {
     uint64_t log_bytes = 0, index_bytes = 0, time_index_bytes = 0;
   };
   seal_cuts begin_seal();
+  void end_seal() { seal_pending_ = false; }
   status remove_files();
   std::optional<time_index::entry> last_time_entry() const;
   // The greatest entry of the time index before `target` (for lookups by time).
@@ -158,6 +161,7 @@ class segment {
   std::string dir_;
   offset base_;
   int fd_ = -1;                    // the .log, open only while active
+  bool seal_pending_ = false;      // begin_seal ran, end_seal not yet
   std::shared_ptr<file_map> map_;  // the .log, read-only
   offset_index index_;
   time_index time_index_;
