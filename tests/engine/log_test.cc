@@ -1060,5 +1060,32 @@ TEST_F(LogTest, ASealCutsTheRolledFilesAndRecordsIt) {
   expect_contents(*l, 0, 3 * kPerSegment + 2, kPayload);
 }
 
+// Reads of rolled segments while their seals run on the ring, with a segment cache that unmaps
+// every closed segment but one: a segment whose files are still being cut is neither cached nor
+// unmapped, and every read between the seals' steps returns the right batches.
+TEST_F(LogTest, ReadsDuringSealsStayCorrect) {
+  segment_cache cache(1);
+  log_config c = small_config();
+  c.flush = flush_policy::none();
+  auto l = open_log(c, &cache);
+  ASSERT_TRUE(l);
+  const int64_t total = 5 * kPerSegment + 1;
+  append_n(*l, total, kPayload);
+  ASSERT_TRUE(flush_wait(*l, *ring_).ok());  // starts every rolled segment's seal
+  int rounds = 0;
+  do {
+    for (int64_t o = 0; o < total; o += kPerSegment / 2) {
+      auto r = l->read(offset(o), 1, l->written_offset());
+      ASSERT_TRUE(r.ok()) << r.err().describe();
+      ASSERT_FALSE(r->batches().empty()) << o;
+      EXPECT_LE(r->batches().front().header.base_offset.value(), o);
+    }
+    ++rounds;
+  } while (ring_->poll() > 0 || ring_->in_flight() > 0);
+  EXPECT_GT(rounds, 1) << "reads ran while seals were in flight";
+  EXPECT_LE(cache.mapped(), 1u);
+  expect_contents(*l, 0, total, kPayload);
+}
+
 }  // namespace
 }  // namespace keel::engine::test
