@@ -90,7 +90,8 @@ TEST_F(LogTest, RollsAtSegmentBytesAndReadsAcrossSegments) {
   EXPECT_EQ(l->segment_count(), 5u);
   EXPECT_EQ(segment_bases_on_disk(dir()), (std::vector<int64_t>{0, kPerSegment, 2 * kPerSegment,
                                                                 3 * kPerSegment, 4 * kPerSegment}));
-  // Rolled segments are cut to their content; each holds 15 batches.
+  // Rolled segments are cut to their content (through the ring); each holds 15 batches.
+  drain(*ring_);
   EXPECT_EQ(file_size(dir() + "/00000000000000000015.log"), kPerSegment * (kPayload + 56));
   expect_contents(*l, 0, 4 * kPerSegment + 3, kPayload);
   // One read spanning every segment.
@@ -753,7 +754,8 @@ TEST_F(LogTest, AFlushAfterDeferredRollsCoversEverySegment) {
   EXPECT_LT(l->durable_offset().value(), 2 * kPerSegment);
   ASSERT_TRUE(flush_wait(*l, *ring_).ok());
   EXPECT_EQ(l->durable_offset().value(), 3 * kPerSegment + 1);
-  // Every rolled segment is sealed: cut to its content.
+  // Every rolled segment is sealed: cut to its content (through the ring).
+  drain(*ring_);
   for (int k = 0; k < 3; ++k)
     EXPECT_EQ(file_size(dir() + "/" + segment_file_stem(offset(k * kPerSegment)) + ".log"),
               kPerSegment * (kPayload + batch_header_size));
