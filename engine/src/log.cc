@@ -17,6 +17,7 @@
 #include "keel/engine/segment_cache.h"
 #include "keel/engine/segment_seal.h"
 #include "keel/engine/segment_spare.h"
+#include "warning.h"
 
 namespace keel::engine {
 namespace {
@@ -27,10 +28,6 @@ constexpr const char* log_start_file = "log_start";
 constexpr const char* shutdown_file = "clean_shutdown";
 constexpr uint64_t sealed_magic = 0x4F5444454C414553ULL;  // "SEALEDTO"
 constexpr const char* sealed_file = "sealed";
-
-void warn(const std::string& message) {
-  std::fprintf(stderr, "keel: warning: %s\n", message.c_str());
-}
 
 template <class T>
 void put(std::byte* p, T v) {

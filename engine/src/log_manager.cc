@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "warning.h"
+
 namespace keel::engine {
 namespace {
 
@@ -70,7 +72,7 @@ result<std::unique_ptr<log_manager>> log_manager::open(options opts, io_ring& ri
     const std::string path = m->options_.data_dir + "/" + name;
     if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
     if (!valid_name(name)) {
-      std::fprintf(stderr, "keel: warning: %s is not a log name; left alone\n", path.c_str());
+      warn(path + " is not a log name; left alone");
       continue;
     }
     found.push_back(name);
@@ -129,8 +131,7 @@ void log_manager::tick() {
     last_retention_ms_ = now;
     for (auto& [name, l] : logs_) {
       if (auto r = l->apply_retention(); !r)
-        std::fprintf(stderr, "keel: warning: retention of %s: %s\n", name.c_str(),
-                     r.err().describe().c_str());
+        warn("retention of " + name + ": " + r.err().describe());
     }
   }
 }

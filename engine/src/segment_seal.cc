@@ -9,16 +9,9 @@
 
 #include "keel/engine/assert.h"
 #include "keel/engine/result.h"
+#include "warning.h"
 
 namespace keel::engine {
-
-namespace {
-constexpr std::array<const char*, 3> extensions = {".log", ".index", ".timeindex"};
-
-void warn(const std::string& message) {
-  std::fprintf(stderr, "keel: warning: %s\n", message.c_str());
-}
-}  // namespace
 
 segment_seal::segment_seal(io_ring& ring, sealed_fn sealed)
     : ring_(ring), sealed_(std::move(sealed)) {
@@ -35,8 +28,8 @@ void segment_seal::start(std::shared_ptr<segment> seg) {
   const segment::seal_cuts cuts = seg->begin_seal();
   j.fds[0] = cuts.log_fd;
   j.bytes = {cuts.log_bytes, cuts.index_bytes, cuts.time_index_bytes};
-  for (size_t i = 0; i < extensions.size(); ++i)
-    j.paths[i] = seg->path(extensions[i]);
+  for (size_t i = 0; i < segment_file_extensions.size(); ++i)
+    j.paths[i] = seg->path(segment_file_extensions[i]);
   j.seg = std::move(seg);
   jobs_.push_back(std::move(j));
   if (jobs_.size() == 1) run_front();

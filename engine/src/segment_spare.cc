@@ -7,16 +7,14 @@
 
 namespace keel::engine {
 
-namespace {
-constexpr std::array<const char*, 3> extensions = {".log", ".index", ".timeindex"};
-}  // namespace
+namespace {}  // namespace
 
 segment_spare::segment_spare(io_ring& ring, std::string dir, const log_config& config)
     : ring_(ring), dir_(std::move(dir)), reserve_bytes_(config.segment_bytes) {
   const auto [index_bytes, time_bytes] = segment::index_capacities(config, reserve_bytes_);
   index_bytes_ = {index_bytes, time_bytes};
-  for (size_t i = 0; i < extensions.size(); ++i) {
-    spare_paths_[i] = dir_ + "/spare" + extensions[i];
+  for (size_t i = 0; i < segment_file_extensions.size(); ++i) {
+    spare_paths_[i] = dir_ + "/spare" + segment_file_extensions[i];
     open_steps_[i] = {{&segment_spare::on_opened}, this, static_cast<int>(i)};
     rename_steps_[i] = {{&segment_spare::on_renamed}, this, static_cast<int>(i)};
   }
@@ -97,7 +95,7 @@ segment::prepared_files segment_spare::take(offset base, std::function<void(int)
   renamed_ = std::move(renamed);
   rename_error_ = 0;
   for (size_t i = 0; i < 3; ++i) {
-    target_paths_[i] = dir_ + "/" + segment_file_stem(base) + extensions[i];
+    target_paths_[i] = dir_ + "/" + segment_file_stem(base) + segment_file_extensions[i];
     ring_.prep_renameat(&rename_steps_[i].op, spare_paths_[i].c_str(), target_paths_[i].c_str());
     ++in_flight_;
     ++renames_in_flight_;

@@ -12,6 +12,7 @@
 // written_size().
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -27,6 +28,9 @@
 namespace keel::engine {
 
 std::string segment_file_stem(offset base);  // "00000000000000000042"
+// A segment's three files, each named by the stem and one of these.
+inline constexpr std::array<const char*, 3> segment_file_extensions = {".log", ".index",
+                                                                       ".timeindex"};
 
 class segment {
  public:
