@@ -47,10 +47,16 @@ struct transport::link {
   bool up = false;
   bool dialing = false;
   bool writing = false;
-  // Encoded frames not yet handed to a write, each its own buffer: queueing never moves the
-  // frames already queued.
-  std::deque<std::vector<std::byte>> queue;
-  size_t queue_bytes = 0;
+  // Encoded frames not yet handed to a write, one queue per lane, each frame its own buffer:
+  // queueing never moves the frames already queued.
+  struct frame_queue {
+    std::deque<std::vector<std::byte>> frames;
+    size_t bytes = 0;
+  };
+  frame_queue bulk;
+  frame_queue control;
+  frame_queue& of(lane which) { return which == lane::control ? control : bulk; }
+  bool idle() const { return bulk.frames.empty() && control.frames.empty(); }
   std::vector<std::vector<std::byte>> in_write;  // the frames of the write in flight
   size_t in_write_bytes = 0;
   std::chrono::milliseconds backoff{0};
@@ -102,30 +108,36 @@ void transport::add_peer(node_id id, std::string host, uint16_t port, bool boots
   if (dials(*l) && !l->up && !l->dialing) dial(l);
 }
 
-bool transport::send(node_id to, uint16_t type, std::span<const std::byte> payload) {
+bool transport::send(node_id to, uint16_t type, std::span<const std::byte> payload, lane which) {
   auto it = links_.find(to);
   if (it == links_.end() || stopped_) return false;
-  link& l = *it->second;
-  if (l.queue_bytes + frame_header_size + payload.size() > config_.send_queue_max_bytes)
-    return false;
+  if (!has_room(*it->second, which, frame_header_size + payload.size())) return false;
   std::vector<std::byte> frame;
   frame.reserve(frame_header_size + payload.size());
   encode_frame(frame, type, payload);
-  l.queue_bytes += frame.size();
-  l.queue.push_back(std::move(frame));
-  start_writing(it->second);
+  enqueue(it->second, std::move(frame), which);
   return true;
 }
 
-bool transport::send_frame(node_id to, std::vector<std::byte> frame) {
+bool transport::send_frame(node_id to, std::vector<std::byte> frame, lane which) {
   auto it = links_.find(to);
   if (it == links_.end() || stopped_) return false;
-  link& l = *it->second;
-  if (l.queue_bytes + frame.size() > config_.send_queue_max_bytes) return false;
-  l.queue_bytes += frame.size();
-  l.queue.push_back(std::move(frame));
-  start_writing(it->second);
+  if (!has_room(*it->second, which, frame.size())) return false;
+  enqueue(it->second, std::move(frame), which);
   return true;
+}
+
+bool transport::has_room(link& l, lane which, size_t frame_bytes) const {
+  const size_t bound =
+      which == lane::control ? config_.control_queue_max_bytes : config_.send_queue_max_bytes;
+  return l.of(which).bytes + frame_bytes <= bound;
+}
+
+void transport::enqueue(const std::shared_ptr<link>& l, std::vector<std::byte> frame, lane which) {
+  auto& q = l->of(which);
+  q.bytes += frame.size();
+  q.frames.push_back(std::move(frame));
+  start_writing(l);
 }
 
 bool transport::connected(node_id peer) const {
@@ -135,7 +147,9 @@ bool transport::connected(node_id peer) const {
 
 size_t transport::queued_bytes(node_id peer) const {
   auto it = links_.find(peer);
-  return it == links_.end() ? 0 : it->second->queue_bytes + it->second->in_write_bytes;
+  if (it == links_.end()) return 0;
+  const link& l = *it->second;
+  return l.bulk.bytes + l.control.bytes + l.in_write_bytes;
 }
 
 void transport::stop() {
@@ -252,6 +266,7 @@ void transport::accept_loop() {
   asio::co_spawn(
       io_,
       [this, alive = alive_]() -> asio::awaitable<void> {
+        if (!*alive) co_return;  // the transport was destroyed before this started
         while (!stopped_) {
           auto [ec, socket] = co_await acceptor_.async_accept(use_tuple);
           if (!*alive || stopped_) co_return;
@@ -270,6 +285,7 @@ void transport::serve_inbound(tcp::socket socket) {
       io_,
       [this, alive = alive_,
        s = std::make_shared<tcp::socket>(std::move(socket))]() -> asio::awaitable<void> {
+        if (!*alive) co_return;  // the transport was destroyed before this started
         // The hello must arrive promptly and be well formed; anything else is dropped.
         asio::steady_timer deadline(io_);
         deadline.expires_after(std::chrono::seconds(5));
@@ -336,6 +352,7 @@ void transport::read_loop(std::shared_ptr<link> l, uint64_t generation,
       io_,
       [this, l, generation, alive = alive_,
        first = std::move(already_read)]() -> asio::awaitable<void> {
+        if (!*alive) co_return;  // the transport was destroyed before this started
         frame_decoder decoder(config_.max_frame_bytes);
         bool have_first = !first.empty();
         while (generation == l->generation) {
@@ -376,22 +393,33 @@ void transport::read_loop(std::shared_ptr<link> l, uint64_t generation,
 }
 
 void transport::start_writing(const std::shared_ptr<link>& l) {
-  if (l->writing || !l->up || l->queue.empty()) return;
+  if (l->writing || !l->up || l->idle()) return;
   l->writing = true;
   asio::co_spawn(
       io_,
       [this, l, generation = l->generation, alive = alive_]() -> asio::awaitable<void> {
+        if (!*alive) co_return;  // the transport was destroyed before this started
         // Everything queued while a write is in flight goes out together in the next one, as
-        // one gathered write (up to max_frames_per_write frames).
+        // one gathered write (up to max_frames_per_write frames): control frames first, then
+        // bulk up to max_bulk_bytes_per_write, so a control frame waits for at most that much.
         std::vector<asio::const_buffer> buffers;
-        while (generation == l->generation && !l->queue.empty()) {
+        auto take = [&](link::frame_queue& q) {
+          l->in_write.push_back(std::move(q.frames.front()));
+          q.frames.pop_front();
+          l->in_write_bytes += l->in_write.back().size();
+          q.bytes -= l->in_write.back().size();
+          buffers.push_back(asio::buffer(l->in_write.back()));
+        };
+        while (generation == l->generation && !l->idle()) {
           buffers.clear();
-          while (!l->queue.empty() && l->in_write.size() < max_frames_per_write) {
-            l->in_write.push_back(std::move(l->queue.front()));
-            l->queue.pop_front();
-            l->in_write_bytes += l->in_write.back().size();
-            l->queue_bytes -= l->in_write.back().size();
-            buffers.push_back(asio::buffer(l->in_write.back()));
+          while (!l->control.frames.empty() && l->in_write.size() < max_frames_per_write)
+            take(l->control);
+          size_t bulk_bytes = 0;
+          while (!l->bulk.frames.empty() && l->in_write.size() < max_frames_per_write &&
+                 (bulk_bytes == 0 ||
+                  bulk_bytes + l->bulk.frames.front().size() <= config_.max_bulk_bytes_per_write)) {
+            bulk_bytes += l->bulk.frames.front().size();
+            take(l->bulk);
           }
           auto [ec, n] = co_await asio::async_write(*l->socket, buffers, use_tuple);
           if (!*alive) co_return;

@@ -51,6 +51,15 @@ bool is_heartbeat(const raft::message& m) {
          std::holds_alternative<raft::heartbeat_response>(m.body);
 }
 
+// A partition's entries (and a log reset, which they must not overtake) ride the bulk lane in
+// order; everything else, and all of the metadata group, goes ahead of them: a follower's
+// acknowledgement or a vote must not wait behind megabytes of another group's data.
+net::lane lane_of(const raft::message& m) {
+  const bool entries = std::holds_alternative<raft::append_request>(m.body) ||
+                       std::holds_alternative<raft::reset_request>(m.body);
+  return entries && m.group != raft::group_id(0) ? net::lane::bulk : net::lane::control;
+}
+
 std::string partition_log_name(const std::string& topic, int32_t partition) {
   return topic + "-" + std::to_string(partition);
 }
@@ -118,8 +127,9 @@ partition_host::message_sink broker::sink_for(unsigned shard) {
     // Encoded (the payload copy and its checksum) here, on the group's shard: shard 0 only
     // queues the finished frame.
     const auto to = static_cast<int32_t>(m.to.value());
-    shards_[0].runner->post([this, to, frame = raft_frame_of(m)]() mutable {
-      (void)transport_->send_frame(to, std::move(frame));  // a full queue drops it; Raft resends
+    shards_[0].runner->post([this, to, lane = lane_of(m), frame = raft_frame_of(m)]() mutable {
+      // A full queue drops it; Raft resends.
+      (void)transport_->send_frame(to, std::move(frame), lane);
     });
   };
 }
@@ -226,7 +236,8 @@ void broker::send_raft(raft::message m) {
     }
     return;
   }
-  (void)transport_->send_frame(to, raft_frame_of(m));  // a full queue drops it; Raft resends
+  // A full queue drops it; Raft resends.
+  (void)transport_->send_frame(to, raft_frame_of(m), lane_of(m));
 }
 
 void broker::flush_heartbeats() {
@@ -235,7 +246,7 @@ void broker::flush_heartbeats() {
     for (auto& [to, list] : *out) {
       if (list.empty()) continue;
       const auto bytes = raft::codec::encode_heartbeat_frame(list);
-      (void)transport_->send(to, heartbeat_frame, bytes);
+      (void)transport_->send(to, heartbeat_frame, bytes, net::lane::control);
       list.clear();
     }
   }
@@ -374,7 +385,7 @@ void broker::ask_controller_for(uint8_t kind, std::vector<std::byte> body,
   w.put<uint64_t>(id);
   w.put<uint8_t>(kind);
   w.put_bytes(body);
-  if (!transport_->send(target, controller_request_frame, frame))
+  if (!transport_->send(target, controller_request_frame, frame, net::lane::control))
     return done(false, "not_controller: broker " + std::to_string(target) + " is unreachable");
   controller_waiters_[id] = std::move(reply);
   // A request that gets no answer (a lost link, a crashed controller) fails after a bound.
@@ -584,7 +595,7 @@ void broker::on_controller_request(net::node_id from, std::span<const std::byte>
       w.put<int64_t>(a.allocated->first);
       w.put<int64_t>(a.allocated->size);
     }
-    (void)transport_->send(from, controller_response_frame, out);
+    (void)transport_->send(from, controller_response_frame, out, net::lane::control);
   };
   if (!controller_->is_leader()) {
     const int32_t l = controller_->leader();
@@ -845,7 +856,8 @@ void broker::tick_shard(unsigned k) {
       w.put<uint8_t>(self_fenced_ ? 1 : 0);
       on_leader_report(out);
       for (const auto& [id, b] : controller_->state().brokers())
-        if (id != config_.node_id) (void)transport_->send(id, leader_report_frame, out);
+        if (id != config_.node_id)
+          (void)transport_->send(id, leader_report_frame, out, net::lane::control);
     };
     if (k == 0)
       publish();

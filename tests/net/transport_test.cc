@@ -1,6 +1,7 @@
 // The inter-broker transport on real loopback sockets: frames flow both ways in order, a peer
 // that sends garbage or vanishes mid-frame is dropped while other links keep working, a
-// restarted peer is redialled, and a full send queue pushes back instead of growing.
+// restarted peer is redialled, a full send queue pushes back instead of growing, and control
+// frames overtake queued bulk ones.
 #include "keel/net/transport.h"
 
 #include <gtest/gtest.h>
@@ -144,6 +145,32 @@ TEST(transport, a_full_queue_pushes_back) {
   EXPECT_GT(accepted, 10);
   EXPECT_LE(a.t->queued_bytes(2), size_t{1} << 16);
   EXPECT_FALSE(a.t->send(99, 20, bytes_of(chunk)));  // unknown peer
+}
+
+TEST(transport, control_frames_go_ahead_of_queued_bulk_and_have_room_of_their_own) {
+  asio::io_context io;
+  uint16_t port = 0;
+  {
+    node probe(io, 2);
+    port = probe.t->local_port();
+  }
+  node a(io, 1);
+  a.t->add_peer(2, "127.0.0.1", port);  // nobody listens yet: everything queues
+  int bulk = 0;
+  while (a.t->send(2, 20, bytes_of("bulk " + std::to_string(bulk) + std::string(1000, 'b'))))
+    ++bulk;
+  ASSERT_GT(bulk, 10);
+  // The bulk lane is full; the control lane still takes frames, and they are written first.
+  ASSERT_TRUE(a.t->send(2, 21, bytes_of("control 0"), lane::control));
+  ASSERT_TRUE(a.t->send(2, 21, bytes_of("control 1"), lane::control));
+  EXPECT_FALSE(a.t->send(2, 20, bytes_of("bulk " + std::to_string(bulk) + std::string(1000, 'b'))));
+  node b(io, 2, port);
+  ASSERT_TRUE(run_until(io, [&] { return b.inbox.size() == size_t(bulk) + 2; }));
+  EXPECT_EQ(b.inbox[0].payload, "control 0");
+  EXPECT_EQ(b.inbox[1].payload, "control 1");
+  for (int i = 0; i < bulk; ++i)
+    EXPECT_EQ(b.inbox[2 + i].payload.substr(0, 5 + std::to_string(i).size()),
+              "bulk " + std::to_string(i));
 }
 
 }  // namespace

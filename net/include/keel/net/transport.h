@@ -5,7 +5,11 @@
 // and receive frames (frame.h) on it. Sends are queued per peer and written in batches (every
 // frame queued while a write is in flight goes out in the next, gathered write); a queue holds at
 // most send_queue_max_bytes, and send() says false beyond that, so the caller (Raft) retries later
-// instead of growing memory. A broken link is redialled with jittered exponential backoff. A
+// instead of growing memory. Each peer has two queues, or lanes: bulk (replicated data, in order)
+// and control (heartbeats, votes, acknowledgements, metadata), which goes ahead of any bulk frame
+// not yet written, so a link busy with megabytes of data still carries a broker's liveness and a
+// follower's acknowledgements promptly. Frames of one lane keep their order; the two lanes do not
+// keep order with each other. A broken link is redialled with jittered exponential backoff. A
 // peer that sends garbage, an oversized frame, or vanishes mid-frame is dropped with a logged
 // reason; the transport keeps serving every other link.
 //
@@ -39,10 +43,15 @@ struct transport_config {
   std::string listen_host = "127.0.0.1";
   uint16_t listen_port = 0;  // 0: any free port (see local_port())
   uint32_t max_frame_bytes = frame_default_max_bytes;
-  size_t send_queue_max_bytes = 64u << 20;
+  size_t send_queue_max_bytes = 64u << 20;     // the bulk lane
+  size_t control_queue_max_bytes = 16u << 20;  // the control lane
+  size_t max_bulk_bytes_per_write = 2u << 20;  // bounds how long control frames wait behind bulk
   std::chrono::milliseconds reconnect_min{20};
   std::chrono::milliseconds reconnect_max{1000};
 };
+
+// Which of a peer's queues a frame joins (see the header comment).
+enum class lane : uint8_t { bulk, control };
 
 class transport {
  public:
@@ -66,10 +75,10 @@ class transport {
   // when `bootstrap` (a seed this broker must reach first: the seed cannot know a new broker's
   // address before it registers). A link already up, from either side, is kept.
   void add_peer(node_id id, std::string host, uint16_t port, bool bootstrap = false);
-  // Queues one frame for `to`; false when the peer is unknown or its queue is full.
-  bool send(node_id to, uint16_t type, std::span<const std::byte> payload);
+  // Queues one frame for `to`; false when the peer is unknown or the lane's queue is full.
+  bool send(node_id to, uint16_t type, std::span<const std::byte> payload, lane l = lane::bulk);
   // The same for a frame already encoded (seal_frame), handed over without a copy.
-  bool send_frame(node_id to, std::vector<std::byte> frame);
+  bool send_frame(node_id to, std::vector<std::byte> frame, lane l = lane::bulk);
   bool connected(node_id peer) const;
   size_t queued_bytes(node_id peer) const;
   // Closes every link and the listener; pending coroutines end on the io_context.
@@ -82,6 +91,8 @@ class transport {
   void attach(std::shared_ptr<link> l, boost::asio::ip::tcp::socket socket, bool outbound,
               std::vector<std::byte> already_read = {});
   void drop(const std::shared_ptr<link>& l, uint64_t generation, const std::string& reason);
+  bool has_room(link& l, lane which, size_t frame_bytes) const;
+  void enqueue(const std::shared_ptr<link>& l, std::vector<std::byte> frame, lane which);
   void start_writing(const std::shared_ptr<link>& l);
   void accept_loop();
   void serve_inbound(boost::asio::ip::tcp::socket socket);
