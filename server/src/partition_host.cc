@@ -57,6 +57,11 @@ partition_host::~partition_host() {
 void partition_host::tick() {
   if (!failure_.empty()) return;
   core_->tick();
+  // A commit index alone is written about once an election timeout (see apply_to_log).
+  if (++ticks_since_state_write_ >= options_.core.election_ticks) {
+    ticks_since_state_write_ = 0;
+    state_->write_staged();
+  }
   process_ready();
 }
 
@@ -227,7 +232,9 @@ void partition_host::apply_to_log() {
                              next.hard.vote == r.hard_state_to_persist->vote;
     next.hard = *r.hard_state_to_persist;
     if (commit_only && !state_changed) {
-      state_->save(std::move(next), {});  // not waited for: a lost commit index is re-learnt
+      // Staged, not saved: a lost commit index is re-learnt from the leader (Raft keeps it in
+      // volatile state, Figure 2), and saving each one would cost an fdatasync per Ready.
+      state_->stage(std::move(next));
       return;
     }
     state_changed = true;

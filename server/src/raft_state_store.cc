@@ -117,6 +117,12 @@ raft_state_store::raft_state_store(int fd, engine::io_ring& ring) : fd_(fd), rin
 raft_state_store::~raft_state_store() {
   while (in_flight_)
     ring_.wait();
+  if (staged_ || dirty_) {
+    // Closing: the last commit index goes to disk too, so a clean restart starts from it.
+    start_write(true);
+    while (in_flight_)
+      ring_.wait();
+  }
   ::close(fd_);
 }
 
@@ -124,22 +130,35 @@ void raft_state_store::save(raft_persistent_state next,
                             std::function<void(const engine::status&)> done) {
   state_ = std::move(next);
   if (done) waiters_next_.push_back(std::move(done));
-  dirty_ = true;
-  if (!in_flight_) start_write();
+  if (in_flight_) {
+    dirty_ = true;
+  } else {
+    start_write(true);
+  }
 }
 
-void raft_state_store::start_write() {
+void raft_state_store::stage(raft_persistent_state next) {
+  state_ = std::move(next);
+  staged_ = true;
+}
+
+void raft_state_store::write_staged() {
+  if (staged_ && !in_flight_) start_write(false);
+}
+
+void raft_state_store::start_write(bool sync) {
   KEEL_ASSERT(!in_flight_, "one state write at a time");
   const auto bytes = encode_raft_state(state_, ++sequence_);
   std::memcpy(buffer_, bytes.data(), slot_bytes);
   dirty_ = false;
+  staged_ = false;
   in_flight_ = true;
   error_ = 0;
-  pending_ops_ = 2;
+  pending_ops_ = sync ? 2 : 1;
   waiters_in_flight_ = std::move(waiters_next_);
   waiters_next_.clear();
-  ring_.prep_write(&write_op_, fd_, buffer_, slot_bytes, (sequence_ % 2) * slot_bytes, true);
-  ring_.prep_fdatasync(&sync_op_, fd_, false);
+  ring_.prep_write(&write_op_, fd_, buffer_, slot_bytes, (sequence_ % 2) * slot_bytes, sync);
+  if (sync) ring_.prep_fdatasync(&sync_op_, fd_, false);
   ring_.submit();
 }
 
@@ -154,7 +173,7 @@ void raft_state_store::on_write_done(int result, bool is_sync) {
   const engine::status st = error_
                                 ? engine::status(engine::make_sys_error(error_, "write raft_state"))
                                 : engine::ok_status();
-  if (dirty_) start_write();
+  if (dirty_) start_write(true);
   for (auto& w : waiters)
     w(st);
 }

@@ -9,7 +9,8 @@
 //   4. when all of it is durable, messages_after_persist go out (acknowledgements promise
 //      durability), the high watermark moves to the new commit index and waiting proposals and
 //      readers are told, and the core is advanced.
-// A commit-index-only change is saved without waiting (a lost commit index is re-learnt).
+// A commit-index-only change is staged and written about once an election timeout, unsynced (a
+// lost commit index is re-learnt).
 // Everything runs on the owning shard's thread; nothing here blocks on the disk except the
 // rare suffix truncation (engine::log::truncate_suffix), which waits for one fdatasync.
 #pragma once
@@ -135,6 +136,7 @@ class partition_host {
   raft::term_id proposals_term_;
   uint64_t leader_cached_tail_bytes_ = 0;  // the log's own setting
   bool cache_as_follower_ = false;
+  int ticks_since_state_write_ = 0;
   std::vector<std::function<void(raft::offset)>> commit_listeners_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -20,7 +20,9 @@
 //       64    4 membership bytes n, then n bytes (raft::codec::encode_membership)
 //        .    4 config offsets m, then m x 8 bytes
 //     8184    8 XXH3-64 of bytes [0, 8184)
-// Writes go through the shard's io_ring (write then fdatasync, linked): no blocking syscall.
+// Writes go through the shard's io_ring (write then fdatasync, linked): no blocking syscall. A
+// change that may be lost (the commit index alone) is only staged and written now and then,
+// without a sync: at load it would otherwise double the fdatasyncs of every replica.
 #pragma once
 
 #include <functional>
@@ -58,11 +60,17 @@ class raft_state_store {
   // Replaces the state and makes it durable; `done` runs once it is (or with the error). One
   // write at a time: a save while one is in flight is queued and coalesced with later ones.
   void save(raft_persistent_state next, std::function<void(const engine::status&)> done);
+  // Replaces the state without writing it: for a change that may be lost (a commit index is
+  // re-learnt from the leader), written by the next save, by write_staged(), or at close.
+  void stage(raft_persistent_state next);
+  // Writes a staged change, without an fdatasync (the next save's covers it; a torn slot loses
+  // only to the other, valid one). Nothing to do if nothing is staged.
+  void write_staged();
   bool idle() const { return !in_flight_ && waiters_next_.empty(); }
 
  private:
   raft_state_store(int fd, engine::io_ring& ring);
-  void start_write();
+  void start_write(bool sync);
   void on_write_done(int result, bool is_sync);
 
   struct write_op : engine::io_ring::operation {
@@ -79,7 +87,8 @@ class raft_state_store {
   int pending_ops_ = 0;
   int error_ = 0;
   bool in_flight_ = false;
-  bool dirty_ = false;  // state_ changed since the write in flight was encoded
+  bool dirty_ = false;   // a save came while a write was in flight: it follows, with a sync
+  bool staged_ = false;  // state_ holds a change no write has carried yet
   std::vector<std::function<void(const engine::status&)>> waiters_in_flight_, waiters_next_;
 };
 
