@@ -7,8 +7,6 @@
 
 namespace keel::engine {
 
-namespace {}  // namespace
-
 segment_spare::segment_spare(io_ring& ring, std::string dir, const log_config& config)
     : ring_(ring), dir_(std::move(dir)), reserve_bytes_(config.segment_bytes) {
   const auto [index_bytes, time_bytes] = segment::index_capacities(config, reserve_bytes_);

@@ -130,7 +130,12 @@ bool transport::send_frame(node_id to, std::vector<std::byte> frame, lane which)
 bool transport::has_room(link& l, lane which, size_t frame_bytes) const {
   const size_t bound =
       which == lane::control ? config_.control_queue_max_bytes : config_.send_queue_max_bytes;
-  return l.of(which).bytes + frame_bytes <= bound;
+  // A frame the peer would refuse (frame_decoder's maximum) is refused here. An empty lane
+  // takes any other frame: one larger than the lane's bound (a metadata snapshot) must still
+  // get through.
+  if (frame_bytes > frame_header_size + config_.max_frame_bytes) return false;
+  const size_t queued = l.of(which).bytes;
+  return queued == 0 || queued + frame_bytes <= bound;
 }
 
 void transport::enqueue(const std::shared_ptr<link>& l, std::vector<std::byte> frame, lane which) {
@@ -412,7 +417,8 @@ void transport::start_writing(const std::shared_ptr<link>& l) {
         };
         while (generation == l->generation && !l->idle()) {
           buffers.clear();
-          while (!l->control.frames.empty() && l->in_write.size() < max_frames_per_write)
+          // One place is always left for bulk, so a flood of control frames cannot starve it.
+          while (!l->control.frames.empty() && l->in_write.size() + 1 < max_frames_per_write)
             take(l->control);
           size_t bulk_bytes = 0;
           while (!l->bulk.frames.empty() && l->in_write.size() < max_frames_per_write &&

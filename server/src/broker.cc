@@ -51,13 +51,16 @@ bool is_heartbeat(const raft::message& m) {
          std::holds_alternative<raft::heartbeat_response>(m.body);
 }
 
-// A partition's entries (and a log reset, which they must not overtake) ride the bulk lane in
-// order; everything else, and all of the metadata group, goes ahead of them: a follower's
-// acknowledgement or a vote must not wait behind megabytes of another group's data.
+// What a leader sends a partition's follower rides the bulk lane, in order: its entries, a log
+// reset (which they must not overtake), and its heartbeats, whose replies tell the leader the
+// follower is keeping up (raft::core_options::stall_rounds) and so must not overtake the
+// entries they vouch for. A follower's replies, votes and all of the metadata group go ahead:
+// an acknowledgement or a vote must not wait behind megabytes of another group's data.
 net::lane lane_of(const raft::message& m) {
-  const bool entries = std::holds_alternative<raft::append_request>(m.body) ||
-                       std::holds_alternative<raft::reset_request>(m.body);
-  return entries && m.group != raft::group_id(0) ? net::lane::bulk : net::lane::control;
+  const bool from_leader = std::holds_alternative<raft::append_request>(m.body) ||
+                           std::holds_alternative<raft::reset_request>(m.body) ||
+                           std::holds_alternative<raft::heartbeat_request>(m.body);
+  return from_leader && m.group != raft::group_id(0) ? net::lane::bulk : net::lane::control;
 }
 
 std::string partition_log_name(const std::string& topic, int32_t partition) {
@@ -242,12 +245,21 @@ void broker::send_raft(raft::message m) {
 
 void broker::flush_heartbeats() {
   heartbeat_flush_scheduled_ = false;
+  // One frame per lane (lane_of): the partitions' heartbeat requests follow their entries,
+  // the metadata group's and every reply go ahead.
+  std::vector<raft::message> lanes[2];
   for (auto* out : {&heartbeat_requests_out_, &heartbeat_responses_out_}) {
     for (auto& [to, list] : *out) {
-      if (list.empty()) continue;
-      const auto bytes = raft::codec::encode_heartbeat_frame(list);
-      (void)transport_->send(to, heartbeat_frame, bytes, net::lane::control);
+      for (auto& m : list)
+        lanes[lane_of(m) == net::lane::bulk ? 0 : 1].push_back(std::move(m));
       list.clear();
+      for (int k = 0; k < 2; ++k) {
+        if (lanes[k].empty()) continue;
+        const auto bytes = raft::codec::encode_heartbeat_frame(lanes[k]);
+        (void)transport_->send(to, heartbeat_frame, bytes,
+                               k == 0 ? net::lane::bulk : net::lane::control);
+        lanes[k].clear();
+      }
     }
   }
 }

@@ -5,6 +5,7 @@
 #include <xxhash.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "keel/net/wire.h"
@@ -87,9 +88,13 @@ engine::result<std::unique_ptr<raft_state_store>> raft_state_store::open(
         (!found || seq > store->sequence_)) {
       store->state_ = std::move(s);
       store->sequence_ = seq;
+      store->durable_slot_ = i;
       found = true;
     }
   }
+  // What was read may be an unsynced write still in the page cache (a crash of the process,
+  // not of the machine): sync it, since the next write goes to the other slot.
+  if (found && ::fdatasync(fd) != 0) return engine::make_sys_error(errno, "fdatasync " + path);
   if (!found) {
     if (n > 0) return engine::make_error(engine::errc::corrupt, path + " holds no valid slot");
     // A new group: write the initial state synchronously (start-up, not the hot path).
@@ -99,6 +104,7 @@ engine::result<std::unique_ptr<raft_state_store>> raft_state_store::open(
         ::fdatasync(fd) != 0)
       return engine::make_sys_error(errno ? errno : EIO, "write " + path);
     store->sequence_ = 1;
+    store->durable_slot_ = 0;
   }
   return store;
 }
@@ -118,8 +124,9 @@ raft_state_store::~raft_state_store() {
   while (in_flight_)
     ring_.wait();
   if (staged_ || dirty_) {
-    // Closing: the last commit index goes to disk too, so a clean restart starts from it.
-    start_write(true);
+    // Closing: the last commit index is written too (unsynced, like any staged change), so a
+    // clean restart starts from it; a save still waiting gets its sync.
+    start_write(!waiters_next_.empty());
     while (in_flight_)
       ring_.wait();
   }
@@ -150,6 +157,10 @@ void raft_state_store::start_write(bool sync) {
   KEEL_ASSERT(!in_flight_, "one state write at a time");
   const auto bytes = encode_raft_state(state_, ++sequence_);
   std::memcpy(buffer_, bytes.data(), slot_bytes);
+  // Never over the last synced slot: an unsynced write (or a synced one torn before its sync)
+  // must leave a valid, durable slot behind.
+  writing_slot_ = 1 - durable_slot_;
+  writing_synced_ = sync;
   dirty_ = false;
   staged_ = false;
   in_flight_ = true;
@@ -157,7 +168,7 @@ void raft_state_store::start_write(bool sync) {
   pending_ops_ = sync ? 2 : 1;
   waiters_in_flight_ = std::move(waiters_next_);
   waiters_next_.clear();
-  ring_.prep_write(&write_op_, fd_, buffer_, slot_bytes, (sequence_ % 2) * slot_bytes, sync);
+  ring_.prep_write(&write_op_, fd_, buffer_, slot_bytes, writing_slot_ * slot_bytes, sync);
   if (sync) ring_.prep_fdatasync(&sync_op_, fd_, false);
   ring_.submit();
 }
@@ -168,6 +179,11 @@ void raft_state_store::on_write_done(int result, bool is_sync) {
     error_ = EIO;  // a short write of one 8 KiB slot: the disk is failing
   if (--pending_ops_ > 0) return;
   in_flight_ = false;
+  if (error_ == 0 && writing_synced_) durable_slot_ = writing_slot_;
+  if (error_ != 0 && waiters_in_flight_.empty())
+    std::fprintf(stderr,
+                 "keel: warning: an unsynced write of the raft state (commit index) failed: %s\n",
+                 std::strerror(error_));
   auto waiters = std::move(waiters_in_flight_);
   waiters_in_flight_.clear();
   const engine::status st = error_

@@ -109,7 +109,7 @@ TEST(transport, garbage_and_a_peer_vanishing_mid_frame_are_dropped_and_others_ke
 
   // An oversized frame from a real peer drops that link; it is redialled and works again.
   std::vector<std::byte> huge(2 << 20, std::byte{'h'});
-  EXPECT_FALSE(a.t->send(2, 20, huge));  // the sender's own queue bound refuses it first
+  EXPECT_FALSE(a.t->send(2, 20, huge));  // the sender refuses what the peer would refuse
   const std::string ok = "still here";
   ASSERT_TRUE(a.t->send(2, 20, bytes_of(ok)));
   ASSERT_TRUE(run_until(io, [&] { return !b.inbox.empty(); }));
@@ -171,6 +171,16 @@ TEST(transport, control_frames_go_ahead_of_queued_bulk_and_have_room_of_their_ow
   for (int i = 0; i < bulk; ++i)
     EXPECT_EQ(b.inbox[2 + i].payload.substr(0, 5 + std::to_string(i).size()),
               "bulk " + std::to_string(i));
+}
+
+TEST(transport, an_empty_lane_takes_a_frame_larger_than_its_bound) {
+  asio::io_context io;
+  node a(io, 1);
+  a.t->add_peer(2, "127.0.0.1", 1);    // nobody listens there: the link stays down
+  const std::string big(100000, 'x');  // larger than the fixture's 64 KiB bulk bound
+  EXPECT_TRUE(a.t->send(2, 20, bytes_of(big)));
+  EXPECT_FALSE(a.t->send(2, 20, bytes_of("then the lane is full")));
+  EXPECT_TRUE(a.t->send(2, 21, bytes_of(big), lane::control));  // the other lane is its own
 }
 
 }  // namespace

@@ -126,9 +126,49 @@ TEST_F(StateStoreTest, ADamagedNewerSlotLosesToTheOlderOne) {
     const auto hard = on_disk();
     EXPECT_EQ(hard.term, raft::term_id(5));  // either slot holds term 5 and vote 1
     EXPECT_EQ(hard.vote, raft::node_id(1));
-    // Writes alternate slots: the save went to slot 0, the staged write after it to slot 1.
-    EXPECT_EQ(hard.commit, raft::offset(slot == 0 ? 60 : 50)) << "damaged slot " << slot;
+    // The new group's state went to slot 0, the save to slot 1, the staged write to slot 0.
+    EXPECT_EQ(hard.commit, raft::offset(slot == 0 ? 50 : 60)) << "damaged slot " << slot;
     std::filesystem::copy_file(copy, path, std::filesystem::copy_options::overwrite_existing);
+  }
+}
+
+// The slot holding the last synced state is never written over by unsynced writes: a power
+// loss may lose or tear them, and the synced term and vote must survive that.
+TEST_F(StateStoreTest, UnsyncedWritesNeverReplaceTheLastSyncedSlot) {
+  auto store = open();
+  store->save(with_hard(store->state(), 7, 2, 10), {});
+  ring->drain();
+  const auto path = dir / "raft_state";
+  auto read_slots = [&] {
+    std::vector<std::byte> bytes(2 * raft_state_store::slot_bytes);
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(::pread(fd, bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
+    ::close(fd);
+    return bytes;
+  };
+  const auto synced = read_slots();
+  int synced_slot = -1;
+  for (int i = 0; i < 2; ++i) {
+    raft_persistent_state s;
+    uint64_t seq = 0;
+    if (decode_raft_state(std::span(synced).subspan(i * raft_state_store::slot_bytes,
+                                                    raft_state_store::slot_bytes),
+                          s, seq) &&
+        s.hard.commit == raft::offset(10))
+      synced_slot = i;
+  }
+  ASSERT_GE(synced_slot, 0);
+  for (int64_t commit : {20, 30, 40}) {
+    store->stage(with_hard(store->state(), 7, 2, commit));
+    store->write_staged();
+    ring->drain();
+    const auto now = read_slots();
+    const auto at = static_cast<std::ptrdiff_t>(synced_slot * raft_state_store::slot_bytes);
+    EXPECT_TRUE(std::equal(synced.begin() + at, synced.begin() + at + raft_state_store::slot_bytes,
+                           now.begin() + at))
+        << "an unsynced write of commit " << commit << " replaced the synced slot";
+    EXPECT_EQ(on_disk().commit, raft::offset(commit));
   }
 }
 

@@ -6,8 +6,9 @@
 // of the configuration batches still in the log, so a restart finds the membership without
 // scanning the log (restart time must not grow with the data).
 //
-// Layout: two slots of slot_bytes (8 KiB), written alternately, so a torn write can only damage
-// the slot being replaced. Each slot, little-endian:
+// Layout: two slots of slot_bytes (8 KiB); a write always goes to the slot not holding the last
+// synced state, so a torn or lost write can only damage a slot that is not needed. On open the
+// valid slot with the larger sequence wins. Each slot, little-endian:
 //   offset size field
 //        0    8 magic            0x5441545354464152 ("RAFTSTAT")
 //        8    8 sequence         increases with every write; the valid slot with the larger wins
@@ -63,8 +64,9 @@ class raft_state_store {
   // Replaces the state without writing it: for a change that may be lost (a commit index is
   // re-learnt from the leader), written by the next save, by write_staged(), or at close.
   void stage(raft_persistent_state next);
-  // Writes a staged change, without an fdatasync (the next save's covers it; a torn slot loses
-  // only to the other, valid one). Nothing to do if nothing is staged.
+  // Writes a staged change, without an fdatasync. Every write goes to the slot that does not
+  // hold the last synced state, so a lost or torn unsynced write leaves that state to be found.
+  // Nothing to do if nothing is staged.
   void write_staged();
   bool idle() const { return !in_flight_ && waiters_next_.empty(); }
 
@@ -87,8 +89,11 @@ class raft_state_store {
   int pending_ops_ = 0;
   int error_ = 0;
   bool in_flight_ = false;
-  bool dirty_ = false;   // a save came while a write was in flight: it follows, with a sync
-  bool staged_ = false;  // state_ holds a change no write has carried yet
+  bool dirty_ = false;    // a save came while a write was in flight: it follows, with a sync
+  bool staged_ = false;   // state_ holds a change no write has carried yet
+  int durable_slot_ = 0;  // the slot of the last synced write (or the one found at open)
+  int writing_slot_ = 1;  // the slot of the write in flight: always the other one
+  bool writing_synced_ = false;
   std::vector<std::function<void(const engine::status&)>> waiters_in_flight_, waiters_next_;
 };
 
