@@ -8,6 +8,7 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/write.hpp>
+#include <algorithm>
 #include <functional>
 #include <string>
 
@@ -181,6 +182,65 @@ TEST(transport, an_empty_lane_takes_a_frame_larger_than_its_bound) {
   EXPECT_TRUE(a.t->send(2, 20, bytes_of(big)));
   EXPECT_FALSE(a.t->send(2, 20, bytes_of("then the lane is full")));
   EXPECT_TRUE(a.t->send(2, 21, bytes_of(big), lane::control));  // the other lane is its own
+}
+
+// A peer that reads slowly: megabytes of bulk wait in the link's queue, and a control frame
+// sent then goes out with the next write, ahead of them, while bulk keeps its own order.
+TEST(transport, a_control_frame_overtakes_bulk_queued_behind_a_slow_reader) {
+  asio::io_context io;
+  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  transport_config c;
+  c.self = 1;
+  c.max_frame_bytes = 1 << 20;
+  c.send_queue_max_bytes = 64u << 20;
+  c.max_bulk_bytes_per_write = 256u << 10;
+  transport a(io, c, [](node_id, uint16_t, std::span<const std::byte>) {});
+  a.listen();
+  tcp::socket peer(io);
+  bool accepted = false;
+  acceptor.async_accept(peer, [&](const boost::system::error_code& ec) { accepted = !ec; });
+  a.add_peer(2, "127.0.0.1", acceptor.local_endpoint().port());  // the lower id dials
+  ASSERT_TRUE(run_until(io, [&] { return accepted && a.connected(2); }));
+  // 32 MiB of bulk: far more than loopback's socket buffers hold while nobody reads.
+  constexpr int bulk = 512;
+  for (int i = 0; i < bulk; ++i) {
+    std::string m = "bulk " + std::to_string(i) + " ";
+    m.resize(64 << 10, 'b');
+    ASSERT_TRUE(a.send(2, 20, bytes_of(m)));
+  }
+  io.restart();
+  io.run_for(std::chrono::milliseconds(200));  // the writer fills the socket buffers and waits
+  ASSERT_TRUE(a.send(2, 21, bytes_of("control"), lane::control));
+  // Now read everything, in order.
+  peer.non_blocking(true);
+  frame_decoder decoder(1 << 20);
+  std::vector<std::string> got;  // payload prefixes, hello left out
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (got.size() < size_t(bulk) + 1 && std::chrono::steady_clock::now() < deadline) {
+    io.restart();
+    io.run_for(std::chrono::milliseconds(1));
+    boost::system::error_code ec;
+    auto room = decoder.prepare(1 << 20);
+    const size_t n = peer.read_some(asio::buffer(room.data(), room.size()), ec);
+    decoder.commit(ec ? 0 : n);
+    frame_decoder::frame_view f;
+    while (decoder.next(f) == frame_decoder::status::frame) {
+      if (f.type < transport::first_user_type) continue;
+      const std::string payload(reinterpret_cast<const char*>(f.payload.data()),
+                                std::min<size_t>(f.payload.size(), 16));
+      got.push_back(payload.substr(0, payload.find(' ', 5)));
+    }
+  }
+  ASSERT_EQ(got.size(), size_t(bulk) + 1);
+  const auto control = std::find(got.begin(), got.end(), "control") - got.begin();
+  // Far ahead of the last bulk frame (what the socket buffers held, then one write, went first).
+  EXPECT_LT(control, bulk - 64) << "the control frame came at position " << control;
+  int next = 0;
+  for (const auto& g : got) {
+    if (g == "control") continue;
+    EXPECT_EQ(g, "bulk " + std::to_string(next));
+    ++next;
+  }
 }
 
 }  // namespace
