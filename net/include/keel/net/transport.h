@@ -3,13 +3,14 @@
 // One TCP connection per pair of brokers: the broker with the lower node id dials, the other
 // accepts; the first frame on a connection is a hello naming the dialer. Both sides then send
 // and receive frames (frame.h) on it. Sends are queued per peer and written in batches (every
-// frame queued while a write is in flight goes out in the next, gathered write); a queue holds at
-// most send_queue_max_bytes, and send() says false beyond that, so the caller (Raft) retries later
-// instead of growing memory. Each peer has two queues, or lanes: bulk (replicated data, in order)
-// and control (heartbeats, votes, acknowledgements, metadata), which goes ahead of any bulk frame
-// not yet written, so a link busy with megabytes of data still carries a broker's liveness and a
-// follower's acknowledgements promptly. Frames of one lane keep their order; the two lanes do not
-// keep order with each other. A broken link is redialled with jittered exponential backoff. A
+// frame queued while a write is in flight goes out in the next, gathered write). Each peer has two
+// queues, or lanes: bulk (replicated data, in order) and control (what must not wait behind data:
+// acknowledgements, votes, liveness, metadata), which goes ahead of any bulk frame not yet
+// written, so a link busy with megabytes of data still carries them promptly. Frames of one lane
+// keep their order; the two lanes do not keep order with each other. A lane holds at most its
+// bound (send_queue_max_bytes, control_queue_max_bytes; an empty lane takes any frame up to
+// max_frame_bytes), and send() says false beyond that, so the caller (Raft) retries later instead
+// of growing memory. A broken link is redialled with jittered exponential backoff. A
 // peer that sends garbage, an oversized frame, or vanishes mid-frame is dropped with a logged
 // reason; the transport keeps serving every other link.
 //
