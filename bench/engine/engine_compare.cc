@@ -2,7 +2,7 @@
 // same run, alternating engine and baseline runs so noise hits both. Ends with one line per
 // comparison: `ratio <name> = <engine throughput / baseline throughput>`.
 //
-// Usage: keel_engine_compare <scratch dir on the real disk> [--full]
+// Usage: keel_engine_compare <scratch dir on the real disk> [--full] [--only <comparison>]
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -50,6 +50,7 @@ T must(result<T> r, const char* what) {
 
 std::string g_root;
 bool g_full = false;
+std::string g_only;  // run only the comparison of this name (profiling one case)
 
 std::string fresh_dir(const std::string& name) {
   const std::string d = g_root + "/" + name;
@@ -349,6 +350,7 @@ std::vector<ratio_line> g_ratios;
 
 void compare(const std::string& name, int rounds, const std::function<run_result()>& engine,
              const std::function<run_result()>& baseline) {
+  if (!g_only.empty() && name != g_only) return;
   std::printf("%s\n", name.c_str());
   totals e, b;
   for (int i = 1; i <= rounds; ++i) {
@@ -368,11 +370,23 @@ void compare(const std::string& name, int rounds, const std::function<run_result
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: keel_engine_compare <scratch dir on the real disk> [--full]\n");
+    std::fprintf(stderr,
+                 "usage: keel_engine_compare <scratch dir on the real disk> [--full] "
+                 "[--only <comparison>]\n");
     return 2;
   }
   g_root = argv[1];
-  g_full = argc > 2 && std::string(argv[2]) == "--full";
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--full") {
+      g_full = true;
+    } else if (a == "--only" && i + 1 < argc) {
+      g_only = argv[++i];
+    } else {
+      std::fprintf(stderr, "keel_engine_compare: unknown argument %s\n", a.c_str());
+      return 2;
+    }
+  }
   fs::create_directories(g_root);
   const int rounds = g_full ? 5 : 2;
   const double secs = g_full ? 3.0 : 1.0;
@@ -395,7 +409,7 @@ int main(int argc, char** argv) {
       [&] { return engine_appends_nosync(1024, nosync_bytes, "append_1kib"); },
       [&] { return raw_writes(1024, false, 0, nosync_bytes, "raw_1kib"); });
 
-  {
+  if (g_only.empty() || g_only == "read_sequential_vs_memcpy") {
     read_setup r = make_read_log(1ull << 30);
     std::vector<std::byte> buffer((1 << 20) + 4096);  // room for a read's line skew
     memcpy_baseline(r, buffer);  // warm the page cache and the page tables of both sides

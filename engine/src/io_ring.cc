@@ -118,6 +118,11 @@ void io_ring::prep_renameat(operation* op, const char* from, const char* to) {
   io_uring_prep_renameat(sqe, AT_FDCWD, from, AT_FDCWD, to, 0);
 }
 
+void io_ring::prep_unlinkat(operation* op, const char* path) {
+  io_uring_sqe* sqe = next_sqe(op);
+  io_uring_prep_unlinkat(sqe, AT_FDCWD, path, 0);
+}
+
 void io_ring::prep_fadvise(operation* op, int fd, uint64_t file_offset, uint64_t bytes, int advice,
                            bool link) {
   io_uring_sqe* sqe = next_sqe(op);

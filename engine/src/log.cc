@@ -15,6 +15,7 @@
 
 #include "keel/engine/cache_window.h"
 #include "keel/engine/segment_cache.h"
+#include "keel/engine/segment_removal.h"
 #include "keel/engine/segment_seal.h"
 #include "keel/engine/segment_spare.h"
 #include "warning.h"
@@ -342,6 +343,9 @@ result<std::unique_ptr<log>> log::open(std::string dir, log_config config, io_ri
   // for an fsync is later, on a kernel worker.
   l->directory_fd_ = ::open(l->dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (l->directory_fd_ < 0) return make_sys_error(errno, "open log directory " + l->dir_);
+  l->removal_ =
+      std::make_unique<segment_removal>(ring, l->directory_fd_, l->dir_ + "/" + log_start_file,
+                                        [raw = l.get()](const error& e) { raw->fail(e); });
   if (auto s = l->recover(); !s) return std::move(s).err();
   // Every closed segment is synced and sealed now (recovery made sure of those no record named).
   // Unsynced: a lost or torn record only makes the next recovery scan more. Its name, though,
@@ -363,12 +367,17 @@ status log::sync_directory() {
   return ok_status();
 }
 
+std::vector<std::byte> log::encode_log_start(offset start) const {
+  std::vector<std::byte> buf(24);
+  put<uint64_t>(buf.data(), log_start_magic);
+  put<int64_t>(buf.data() + 8, start.value());
+  put<uint64_t>(buf.data() + 16, XXH3_64bits(buf.data(), 16));
+  return buf;
+}
+
 status log::persist_log_start(offset start) {
-  std::byte buf[24];
-  put<uint64_t>(buf, log_start_magic);
-  put<int64_t>(buf + 8, start.value());
-  put<uint64_t>(buf + 16, XXH3_64bits(buf, 16));
-  if (auto s = write_file_durably(dir_, log_start_file, buf, sizeof buf); !s) return s;
+  const std::vector<std::byte> buf = encode_log_start(start);
+  if (auto s = write_file_durably(dir_, log_start_file, buf.data(), buf.size()); !s) return s;
   return sync_directory();
 }
 
@@ -1127,7 +1136,7 @@ void log::wait_idle() {
     }
     ring_.wait();
   }
-  while (sealed_->in_flight || !spare_->idle() || !seal_->idle())
+  while (sealed_->in_flight || !spare_->idle() || !seal_->idle() || (removal_ && !removal_->idle()))
     ring_.wait();
   seals_forced_ = false;
 }
@@ -1442,19 +1451,17 @@ status log::truncate_prefix(offset new_start) {
       break;
     }
   }
-  if (start > log_start_) {
-    // The start is persisted first: a crash part-way leaves segments that open() deletes.
-    if (auto s = persist_log_start(start); !s) return s;
-    log_start_ = start;
-  }
-  bool removed = false;
+  std::vector<std::shared_ptr<segment>> gone;
   while (segments_.size() > 1 && segments_[1]->base() <= start) {
     if (cache_) cache_->forget(segments_.front().get());
-    if (auto s = segments_.front()->remove_files(); !s) return s;
+    gone.push_back(std::move(segments_.front()));
     segments_.pop_front();
-    removed = true;
   }
-  if (removed) return sync_directory();
+  if (start == log_start_ && gone.empty()) return ok_status();
+  log_start_ = start;
+  // The start is persisted before any file goes: a crash part-way leaves segments that open()
+  // deletes. Views into the dropped segments keep their pages meanwhile.
+  removal_->start(encode_log_start(start), std::move(gone));
   return ok_status();
 }
 
@@ -1492,21 +1499,32 @@ status log::reset_to(offset start) {
   return ok_status();
 }
 
-result<offset> log::apply_retention() {
+result<offset> log::retention_start() const {
   const int64_t t = now();
-  while (segments_.size() > 1) {
-    const segment& oldest = *segments_.front();
+  // The oldest segments go while they are past retention; the active one always stays.
+  size_t drop = 0;
+  uint64_t remaining = size_bytes();
+  while (drop + 1 < segments_.size()) {
+    const segment& oldest = *segments_[drop];
     if (auto s = ensure_mapped(oldest); !s) return s.err();
     const bool by_bytes =
         config_.retention_bytes >= 0 &&
-        size_bytes() - oldest.size() >= static_cast<uint64_t>(config_.retention_bytes);
+        remaining - oldest.size() >= static_cast<uint64_t>(config_.retention_bytes);
     const bool by_age = config_.retention_ms >= 0 &&
                         oldest.max_timestamp() != timestamp_ms::none() &&
                         t - oldest.max_timestamp().value() > config_.retention_ms;
     if (!by_bytes && !by_age) break;
-    const size_t before = segments_.size();
-    if (auto s = truncate_prefix(segments_[1]->base()); !s) return s.err();
-    KEEL_ASSERT(segments_.size() < before, "retention deletes a segment each round");
+    remaining -= oldest.size();
+    ++drop;
+  }
+  return drop > 0 ? segments_[drop]->base() : log_start_;
+}
+
+result<offset> log::apply_retention() {
+  auto start = retention_start();
+  if (!start) return start;
+  if (*start > log_start_) {
+    if (auto s = truncate_prefix(*start); !s) return s.err();
   }
   return log_start_;
 }

@@ -127,7 +127,8 @@ void log_manager::tick() {
   for (auto& [name, l] : logs_)
     l->tick();
   const int64_t now = options_.defaults.now_ms();
-  if (now - last_retention_ms_ >= options_.retention_check_interval_ms) {
+  if (options_.retention_check_interval_ms >= 0 &&
+      now - last_retention_ms_ >= options_.retention_check_interval_ms) {
     last_retention_ms_ = now;
     for (auto& [name, l] : logs_) {
       if (auto r = l->apply_retention(); !r)

@@ -41,6 +41,12 @@ constexpr auto leader_entry_ttl = std::chrono::seconds(3);
 constexpr const char* metadata_log_name = "__cluster_metadata-0";
 constexpr const char* offsets_topic_name = "__consumer_offsets";
 
+int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 void log_line(const std::string& s) {
   std::fprintf(stderr, "keel: broker: %s\n", s.c_str());
   std::fflush(stderr);
@@ -151,9 +157,11 @@ void broker::start() {
     engine::log_manager::options o;
     o.data_dir = config_.data_dir + "/shard-" + std::to_string(k);
     o.defaults = log_config_for({});
+    o.retention_check_interval_ms = -1;  // applied per Raft group (apply_retention)
     auto m = engine::log_manager::open(o, s.runner->ring());
     if (!m) throw std::runtime_error("data-dir: " + m.err().describe());
     s.logs = std::move(m).value();
+    s.last_retention_ms = steady_ms();
     s.runner->on_tick([this, k] { tick_shard(k); });
   }
   std::promise<std::string> started;
@@ -823,6 +831,33 @@ void broker::drop_replica(unsigned k, uint64_t group) {
 // ---------------------------------------------------------------------------------------------
 // Ticks, leader reports, leader balancing
 
+void broker::apply_retention(unsigned k) {
+  auto& s = shards_[k];
+  for (auto& [g, r] : s.groups) {
+    // __consumer_offsets is compacted by its coordinator, never deleted by age or size.
+    if (r.coordinator || r.topic == offsets_topic_name || r.retention_in_flight) continue;
+    auto target = r.log->retention_start();
+    if (!target) {
+      log_line("retention of " + r.topic + "-" + std::to_string(r.partition) + ": " +
+               target.err().describe());
+      continue;
+    }
+    // Only a committed prefix may go (raft::core::log_start_for); the rest waits for a later
+    // check.
+    const raft::offset start = std::min(to_raft(*target), r.host->high_watermark().next());
+    if (start <= to_raft(r.log->log_start())) continue;
+    r.retention_in_flight = true;
+    r.host->compact(start, [this, k, g = g](const std::string& error) {
+      auto it = shards_[k].groups.find(g);
+      if (it == shards_[k].groups.end()) return;
+      it->second.retention_in_flight = false;
+      if (!error.empty())
+        log_line("retention of " + it->second.topic + "-" + std::to_string(it->second.partition) +
+                 ": " + error);
+    });
+  }
+}
+
 void broker::tick_shard(unsigned k) {
   auto& s = shards_[k];
   if (k == 0) tick_shard0();
@@ -838,6 +873,11 @@ void broker::tick_shard(unsigned k) {
     }
   }
   s.logs->tick();
+  if (const int64_t now = steady_ms();
+      now - s.last_retention_ms >= config_.retention_check_interval_ms) {
+    s.last_retention_ms = now;
+    apply_retention(k);
+  }
   const uint64_t ticks = s.runner->ticks();
   if (ticks % leader_report_ticks == 0) {
     std::vector<std::tuple<uint64_t, int64_t, int64_t, std::vector<int32_t>>> led;

@@ -17,6 +17,15 @@ namespace {
 
 constexpr uint64_t snapshot_magic = 0x50414E5341544D45ULL;
 
+std::vector<std::byte> encode_snapshot_file(const raft::shared_bytes& image) {
+  std::vector<std::byte> file;
+  net::wire_writer w(file);
+  w.put<uint64_t>(snapshot_magic);
+  w.put_bytes(std::span(image.data(), image.size()));
+  w.put<uint64_t>(XXH3_64bits(file.data(), file.size()));
+  return file;
+}
+
 // Reads the snapshot file; empty when there is none. Start-up only.
 engine::result<std::vector<std::byte>> read_snapshot_file(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -50,18 +59,31 @@ engine::result<std::unique_ptr<controller>> controller::open(
   c->snapshot_path_ = std::move(snapshot_path);
   c->snapshot_every_ = snapshot_every;
   c->snapshotter_.owner = c.get();
+  c->ring_ = &ring;
+  const std::string dir = c->snapshot_path_.substr(0, c->snapshot_path_.rfind('/'));
+  c->snapshot_directory_fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (c->snapshot_directory_fd_ < 0) return engine::make_sys_error(errno, "open " + dir);
+  c->snapshot_file_ =
+      std::make_unique<engine::file_replace>(ring, c->snapshot_directory_fd_, c->snapshot_path_);
+  // A temporary file left by a crash mid-write.
+  ::unlink((c->snapshot_path_ + ".tmp").c_str());
   auto saved = read_snapshot_file(c->snapshot_path_);
   if (!saved) return std::move(saved).err();
-  if (!saved->empty()) c->restore_image(*saved);
+  if (!saved->empty()) {
+    c->restore_image(*saved);
+    c->snapshot_image_ = raft::shared_bytes(std::move(saved).value());
+  }
   partition_host_options o;
   o.core = core;
   o.initial_config = std::move(voters);
   o.snapshots = &c->snapshotter_;
   controller* self = c.get();
-  o.on_snapshot = [self](const raft::shared_bytes& image) {
-    // A log-start reset from the leader: its snapshot replaces our state, and is kept.
+  o.on_snapshot = [self](const raft::shared_bytes& image,
+                         std::function<void(const std::string&)> done) {
+    // A log-start reset from the leader: its snapshot replaces our state, and is kept (durably,
+    // before the host lets the log forget what it replaces).
     self->restore_image(std::span(image.data(), image.size()));
-    self->take_snapshot();
+    self->save_snapshot(std::move(done));
   };
   auto h = partition_host::open(log, ring, std::move(o), std::move(sink), random);
   if (!h) return std::move(h).err();
@@ -94,45 +116,37 @@ void controller::restore_image(std::span<const std::byte> image) {
   if (on_change_) on_change_();
 }
 
+controller::~controller() {
+  closing_ = true;
+  while (snapshot_file_ && !snapshot_file_->idle())
+    ring_->wait();
+  if (snapshot_directory_fd_ >= 0) ::close(snapshot_directory_fd_);
+}
+
 raft::shared_bytes controller::snapshotter::snapshot_at(raft::offset through) {
   // The log starts right after the last snapshot, so a reset always asks for exactly that one.
   if (through != owner->snapshot_offset_)
     std::fprintf(stderr, "keel: controller: snapshot asked at %lld, held at %lld\n",
                  static_cast<long long>(through.value()),
                  static_cast<long long>(owner->snapshot_offset_.value()));
-  auto saved = read_snapshot_file(owner->snapshot_path_);
-  if (!saved || saved->empty()) return {};
-  return raft::shared_bytes(std::move(saved).value());
+  return owner->snapshot_image_;
 }
 
-void controller::take_snapshot() {
+void controller::save_snapshot(std::function<void(const std::string& error)> done) {
   // Written whole, synced and renamed into place: a crash leaves the old or the new one.
-  const raft::shared_bytes img = image();
-  std::vector<std::byte> file;
-  net::wire_writer w(file);
-  w.put<uint64_t>(snapshot_magic);
-  w.put_bytes(std::span(img.data(), img.size()));
-  w.put<uint64_t>(XXH3_64bits(file.data(), file.size()));
-  const std::string tmp = snapshot_path_ + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  bool ok = fd >= 0 && ::write(fd, file.data(), file.size()) == static_cast<ssize_t>(file.size()) &&
-            ::fsync(fd) == 0;
-  if (fd >= 0) ::close(fd);
-  ok = ok && ::rename(tmp.c_str(), snapshot_path_.c_str()) == 0;
-  if (ok) {
-    const auto dir = snapshot_path_.substr(0, snapshot_path_.rfind('/'));
-    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      ::fsync(dfd);
-      ::close(dfd);
-    }
-  }
-  if (!ok) {
-    std::fprintf(stderr, "keel: controller: cannot write %s: %s\n", snapshot_path_.c_str(),
-                 std::strerror(errno));
-    return;
-  }
-  snapshot_offset_ = applied_;
+  raft::shared_bytes img = image();
+  const raft::offset at = applied_;
+  snapshot_file_->start(
+      encode_snapshot_file(img), [this, img, at, done = std::move(done)](const engine::status& st) {
+        if (!st) {
+          std::fprintf(stderr, "keel: controller: cannot write the snapshot: %s\n",
+                       st.err().describe().c_str());
+        } else if (at >= snapshot_offset_) {
+          snapshot_image_ = img;
+          snapshot_offset_ = at;
+        }
+        if (done) done(st ? std::string() : st.err().describe());
+      });
 }
 
 int32_t controller::leader() const {
@@ -177,17 +191,21 @@ void controller::apply_committed(raft::offset high_watermark) {
     }
   }
   if (changed && on_change_) on_change_();
-  // Snapshot, then drop the log before it (once the host has nothing in flight for it).
+  // Snapshot, then drop the log before it once the snapshot is durable.
   if (!compacting_ && applied_.value() - snapshot_offset_.value() >= snapshot_every_) {
-    take_snapshot();
-    if (snapshot_offset_ == applied_) {
-      compacting_ = true;
-      host_->compact(applied_.next(), [this](const std::string& error) {
+    compacting_ = true;
+    const raft::offset at = applied_;
+    save_snapshot([this, at](const std::string& error) {
+      if (!error.empty() || closing_ || snapshot_offset_ != at) {
+        compacting_ = false;  // retried at the next commit (or a reset moved past it)
+        return;
+      }
+      host_->compact(at.next(), [this](const std::string& error) {
         compacting_ = false;
         if (!error.empty())
           std::fprintf(stderr, "keel: controller: compaction: %s\n", error.c_str());
       });
-    }
+    });
   }
 }
 

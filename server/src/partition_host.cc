@@ -182,6 +182,19 @@ void partition_host::apply_to_log() {
   raft::ready& r = *parked_;
   raft_persistent_state next = state_->state();
   bool state_changed = false;
+  if (r.reset && !r.reset->snapshot.empty() && options_.on_snapshot && !reset_snapshot_kept_) {
+    // The state machine keeps the snapshot first; the rest of this Ready waits for it.
+    ++pending_;
+    options_.on_snapshot(r.reset->snapshot, [this, alive = alive_](const std::string& error) {
+      if (!*alive) return;
+      if (!error.empty()) return complete_one("cannot keep the snapshot: " + error);
+      reset_snapshot_kept_ = true;
+      apply_to_log();
+      reset_snapshot_kept_ = false;
+      complete_one({});
+    });
+    return;
+  }
   if (r.reset) {
     const raft::log_reset& reset = *r.reset;
     // The whole log goes; it restarts empty at reset.start.
@@ -195,7 +208,6 @@ void partition_host::apply_to_log() {
     next.start_config = reset.config;
     next.start_config_offset = reset.config_offset;
     next.config_offsets.clear();
-    if (!reset.snapshot.empty() && options_.on_snapshot) options_.on_snapshot(reset.snapshot);
     state_changed = true;
   }
   if (r.truncate_from) {

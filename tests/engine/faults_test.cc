@@ -270,5 +270,46 @@ TEST_F(FaultTest, ADamagedLogStartFileIsAnError) {
   EXPECT_NE(opened.err().message.find("log_start"), std::string::npos);
 }
 
+TEST_F(FaultTest, ALogStartThatCannotBePersistedStopsAppendsAndKeepsTheSegments) {
+  auto l = open_log(small_config());
+  append_n(*l, 20, 1000);
+  // A directory where the record's temporary file goes: creating it fails (EISDIR), as root too.
+  fs::create_directories(dir() + "/log_start.tmp/x");
+  ASSERT_TRUE(l->truncate_prefix(offset(16)).ok());  // the file work runs on the ring
+  ring_->drain();
+  ASSERT_TRUE(l->failure().has_value());
+  EXPECT_NE(l->failure()->message.find("log_start.tmp"), std::string::npos)
+      << l->failure()->describe();
+  EXPECT_EQ(l->append(spec_of("x", 1)).err().code, errc::log_failed);
+  // Nothing was deleted: the start on disk is still 0, and so is the data.
+  EXPECT_TRUE(fs::exists(dir() + "/00000000000000000000.log"));
+  l.reset();
+  fs::remove_all(dir() + "/log_start.tmp");
+  l = open_log(small_config());
+  EXPECT_EQ(l->log_start().value(), 0);
+  expect_contents(*l, 0, 20, 1000);
+}
+
+TEST_F(FaultTest, SegmentsLeftBelowAPersistedStartAreDeletedAtOpen) {
+  // A crash after the new start is durable and before the unlinks ran: the files come back.
+  auto l = open_log(small_config());
+  append_n(*l, 40, 1000);
+  const std::string first = dir() + "/00000000000000000000";
+  const std::string saved = dir() + "/../saved";
+  fs::create_directories(saved);
+  for (const char* ext : {".log", ".index", ".timeindex"})
+    fs::copy_file(first + ext, saved + "/s" + ext);
+  ASSERT_TRUE(l->truncate_prefix(offset(16)).ok());
+  l.reset();  // waits for the ring's work
+  ASSERT_FALSE(fs::exists(first + ".log"));
+  for (const char* ext : {".log", ".index", ".timeindex"})
+    fs::copy_file(saved + "/s" + ext, first + ext);
+  l = open_log(small_config());
+  EXPECT_EQ(l->log_start().value(), 16);
+  EXPECT_FALSE(fs::exists(first + ".log"));
+  expect_contents(*l, 16, 40, 1000);
+  fs::remove_all(saved);
+}
+
 }  // namespace
 }  // namespace keel::engine::test

@@ -373,6 +373,10 @@ TEST_F(LogTest, TruncatePrefixWithinDeletesWholeSegmentsAndPersists) {
   append_n(*l, 3 * kPerSegment + 2, kPayload);
   ASSERT_TRUE(l->truncate_prefix(offset(kPerSegment + 3)).ok());
   EXPECT_EQ(l->log_start().value(), kPerSegment + 3);
+  // The file work runs on the ring, not in the call: the segment is still on disk until then.
+  EXPECT_EQ(segment_bases_on_disk(dir()),
+            (std::vector<int64_t>{0, kPerSegment, 2 * kPerSegment, 3 * kPerSegment}));
+  ring_->drain();
   EXPECT_EQ(segment_bases_on_disk(dir()),
             (std::vector<int64_t>{kPerSegment, 2 * kPerSegment, 3 * kPerSegment}));
   EXPECT_EQ(l->read(offset(kPerSegment + 2), 1, offset(1000)).err().code,
@@ -466,6 +470,7 @@ TEST_F(LogTest, RetentionByBytesKeepsTheNewestSegments) {
   EXPECT_EQ(start->value(), 3 * kPerSegment);
   EXPECT_EQ(l->log_start().value(), 3 * kPerSegment);
   EXPECT_EQ(l->segment_count(), 2u);
+  ring_->drain();
   EXPECT_EQ(segment_bases_on_disk(dir()), (std::vector<int64_t>{3 * kPerSegment, 4 * kPerSegment}));
   EXPECT_EQ(l->apply_retention()->value(), 3 * kPerSegment);  // nothing more to delete
   l.reset();

@@ -22,9 +22,10 @@ class Skip(Exception):
 
 
 class Suite:
-    def __init__(self, bin_dir, brokers=3, shards=2):
+    def __init__(self, bin_dir, brokers=3, shards=2, broker_config=None):
         self.bin_dir = bin_dir
-        self.cluster = Cluster(bin_dir, brokers=brokers, shards=shards)
+        self.cluster = Cluster(bin_dir, brokers=brokers, shards=shards,
+                               broker_config=broker_config)
         self.checks = []
         self.state = {}
         self.notes = []

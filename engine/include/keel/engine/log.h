@@ -80,6 +80,7 @@ class segment_cache;
 class cache_window;
 class segment_spare;
 class segment_seal;
+class segment_removal;
 
 // An allocator whose resize leaves new bytes uninitialized: staging writes every byte it adds,
 // and zeroing them first costs as much as a small append's copy.
@@ -246,12 +247,17 @@ class log {
   // before it returns. Waits for this log's writes in flight through the ring. At the log start
   // the log empties (every segment goes) and last_term() becomes 0.
   status truncate_suffix(offset from);
-  // Moves the log start to `new_start`, deleting whole segments below it, and persists it. A
-  // start beyond next_offset empties the log, which then continues from there with
-  // last_term() 0.
+  // Moves the log start to `new_start` and drops the whole segments below it. The file work
+  // runs through the ring (segment_removal.h): the start is persisted, then the segments'
+  // files deleted; a failure to persist it stops appends (failure()). A start beyond
+  // next_offset empties the log, which then continues from there with last_term() 0; that
+  // rare reset is durable before it returns.
   status truncate_prefix(offset new_start);
-  // Deletes closed segments past retention_ms (by their newest timestamp) or beyond
-  // retention_bytes; returns the new log start.
+  // Where retention would move the log start: past the oldest closed segments that are past
+  // retention_ms (by their newest timestamp) or beyond retention_bytes; log_start() when none.
+  // An owner that keeps its own record of the log start (a Raft group) truncates through it.
+  result<offset> retention_start() const;
+  // Deletes those segments (truncate_prefix(retention_start())); returns the new log start.
   result<offset> apply_retention();
 
   // Syncs, seals the indexes and writes the clean-shutdown marker. The log is unusable after.
@@ -314,6 +320,7 @@ class log {
   const segment* segment_for(offset o) const;
   status ensure_mapped(const segment& s) const;
   status persist_log_start(offset start);
+  std::vector<std::byte> encode_log_start(offset start) const;
   // Empties the log (every segment goes) and continues from `start`; last_term becomes 0.
   status reset_to(offset start);
   status sync_directory();
@@ -347,7 +354,8 @@ class log {
   bool seals_forced_ = false;
   std::unique_ptr<sealed_record> sealed_;
   std::unique_ptr<segment_seal> seal_;
-  offset sealed_to_;                      // the value of the `sealed` record last written
+  std::unique_ptr<segment_removal> removal_;  // a prefix truncation's file work
+  offset sealed_to_;                          // the value of the `sealed` record last written
   std::optional<offset> sealed_on_disk_;  // the record found at open (if valid) or written since
   bool sealed_found_ = false;             // a record file existed at open
   int directory_fd_ = -1;

@@ -24,9 +24,11 @@ class log_manager {
  public:
   struct options {
     std::string data_dir;
-    log_config defaults;                           // for logs opened without their own config
-    size_t mapped_segments_max = 4096;             // closed segments mapped at once, all logs
-    int64_t retention_check_interval_ms = 300000;  // how often tick() applies retention
+    log_config defaults;                // for logs opened without their own config
+    size_t mapped_segments_max = 4096;  // closed segments mapped at once, all logs
+    // How often tick() applies retention; -1: never (an owner that keeps its own record of each
+    // log's start, such as a Raft host, applies it through log::retention_start()).
+    int64_t retention_check_interval_ms = 300000;
   };
 
   // Opens (recovering as needed) every log under data_dir, creating data_dir when absent.

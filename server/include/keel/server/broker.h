@@ -76,6 +76,8 @@ class broker {
     std::unique_ptr<partition_producers> producers;
     // Whether this replica led at the previous tick: leadership changes are logged.
     bool was_leader = false;
+    // A retention compaction is under way (apply_retention).
+    bool retention_in_flight = false;
   };
   struct shard_state {
     std::unique_ptr<shard> runner;
@@ -88,6 +90,7 @@ class broker {
     // to one of them (Metadata would answer it as unavailable); when this broker is in it, its
     // shards hand their leaderships to caught-up replicas outside it (hand_off_leaderships).
     std::set<int32_t> fenced;
+    int64_t last_retention_ms = 0;  // steady clock
   };
   struct leader_entry {
     int32_t leader = -1;
@@ -173,6 +176,9 @@ class broker {
   void ensure_replica(unsigned shard, uint64_t group, desired_replica d);
   void drop_replica(unsigned shard, uint64_t group);
   void tick_shard(unsigned shard);
+  // Retention of the shard's data partitions, each through its Raft group (partition_host::
+  // compact), so the group's record of its log start stays true.
+  void apply_retention(unsigned shard);
   partition_host::message_sink sink_for(unsigned shard);
 
   broker_config config_;

@@ -14,6 +14,7 @@
 #include <span>
 #include <string>
 
+#include "keel/engine/file_replace.h"
 #include "keel/engine/log.h"
 #include "keel/server/metadata.h"
 #include "keel/server/partition_host.h"
@@ -27,6 +28,7 @@ class controller {
   // `log` is the metadata group's engine log (kept by the caller); `sink` sends raft messages.
   // The state machine is snapshotted to `snapshot_path` every `snapshot_every` applied offsets,
   // and the log before the snapshot is dropped, so a restart reads one snapshot and a short log.
+  // The file is written through the ring (engine::file_replace), never on the shard's thread.
   //
   // Snapshot file, little-endian: u64 magic 0x50414E5341544D45 ("EMTASNAP"), u32 bytes n, then
   // n bytes of snapshot image, then u64 XXH3-64 of everything before it. The image is what a
@@ -36,6 +38,9 @@ class controller {
       engine::log& log, engine::io_ring& ring, raft::core_options core, raft::membership voters,
       partition_host::message_sink sink, raft::random_source& random, std::string snapshot_path,
       int64_t snapshot_every = 4096);
+  ~controller();  // waits for a snapshot write in flight
+  controller(const controller&) = delete;
+  controller& operator=(const controller&) = delete;
 
   void tick() { host_->tick(); }
   void step(const raft::message& m) { host_->step(m); }
@@ -67,12 +72,19 @@ class controller {
     controller* owner = nullptr;
     raft::shared_bytes snapshot_at(raft::offset through) override;
   };
-  void take_snapshot();
+  // Writes image() as the snapshot file; `done` (if any) runs once it is durable or failed.
+  // The held snapshot (snapshot_at) and snapshot_offset() move when it is durable.
+  void save_snapshot(std::function<void(const std::string& error)> done);
   void restore_image(std::span<const std::byte> image);
   raft::shared_bytes image() const;
 
   snapshotter snapshotter_;
   std::string snapshot_path_;
+  engine::io_ring* ring_ = nullptr;
+  int snapshot_directory_fd_ = -1;
+  std::unique_ptr<engine::file_replace> snapshot_file_;
+  raft::shared_bytes snapshot_image_;  // the image of the snapshot file (what resets send)
+  bool closing_ = false;
   int64_t snapshot_every_ = 4096;
   raft::offset snapshot_offset_ = raft::offset::none();
   bool compacting_ = false;

@@ -12,7 +12,8 @@
 // A commit-index-only change is staged and written about once an election timeout, unsynced (a
 // lost commit index is re-learnt).
 // Everything runs on the owning shard's thread; nothing here blocks on the disk except the
-// rare suffix truncation (engine::log::truncate_suffix), which waits for one fdatasync.
+// rare suffix truncation (engine::log::truncate_suffix), which waits for one fdatasync, and the
+// rarer log-start reset. A reset's snapshot (on_snapshot) is durable before the log is reset.
 #pragma once
 
 #include <functional>
@@ -41,8 +42,11 @@ struct partition_host_options {
   raft::membership initial_config;  // for a group with no state yet
   // The newest record timestamp of a data batch (for the engine's time index); none by default.
   std::function<engine::timestamp_ms(const raft::batch&)> max_timestamp_of;
-  // For groups whose state is not the log (the metadata group): apply a log-start snapshot.
-  std::function<void(const raft::shared_bytes&)> on_snapshot;
+  // For groups whose state is not the log (the metadata group): apply a log-start snapshot and
+  // keep it durably, then call `done` (an empty string, or the error). The log is reset only
+  // after `done`: a crash between leaves the old log, never a log without its snapshot.
+  std::function<void(const raft::shared_bytes&, std::function<void(const std::string& error)> done)>
+      on_snapshot;
   raft::snapshot_hook* snapshots = nullptr;
   // While this replica follows, its log keeps only this many durable tail bytes in the page
   // cache (engine log_config::cached_tail_bytes): a follower serves no reads, so the pages it
@@ -129,6 +133,7 @@ class partition_host {
   raft::offset high_watermark_ = raft::offset::none();
   bool ready_in_flight_ = false;
   std::optional<raft::ready> parked_;  // the Ready being persisted
+  bool reset_snapshot_kept_ = false;   // its reset's snapshot is durable (on_snapshot's done)
   int pending_ = 0;                    // its writes not yet complete
   std::string failure_;
   std::multimap<raft::offset, std::pair<raft::offset, proposal_callback>> proposals_;  // by last
