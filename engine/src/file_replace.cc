@@ -22,6 +22,7 @@ file_replace::~file_replace() {
 }
 
 void file_replace::start(std::vector<std::byte> bytes, done_fn done) {
+  KEEL_ASSERT(bytes.size() < (1u << 30), "file_replace is for small files");
   waiting_bytes_ = std::move(bytes);
   waiting_.push_back(std::move(done));
   if (!running_) run_next();
@@ -87,12 +88,15 @@ void file_replace::on_step(const step& s, int result) {
 
 void file_replace::finish(status st) {
   running_ = false;
+  ++replacements_;
   auto told = std::move(running_done_);
   running_done_.clear();
   bytes_.clear();
-  if (!waiting_.empty()) run_next();
+  // Those who queued earlier hear first, before a newer image can start (and, should a
+  // callback wait on the ring, complete).
   for (auto& d : told)
     if (d) d(st);
+  if (!running_ && !waiting_.empty()) run_next();
 }
 
 }  // namespace keel::engine

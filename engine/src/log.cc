@@ -663,11 +663,11 @@ void log::on_segment_sealed(const std::shared_ptr<segment>& seg, int error) {
   // After a failed seal no later one is recorded: the `sealed` record would vouch for the
   // segment left uncut.
   if (failure_) return;
-  // A segment deleted meanwhile (retention) needs nothing more.
-  if (std::find(segments_.begin(), segments_.end(), seg) == segments_.end()) return;
   if (cache_ && seg->mapped()) cache_->touch(seg.get());
   if (cache_window_) cache_window_->on_sealed(*seg);
   note_sealed(*seg);
+  // A truncate_prefix that came while it was being sealed left it for now.
+  drop_segments_below_start();
 }
 
 status log::write_sealed(offset to, bool durable) {
@@ -910,6 +910,8 @@ void log::issue_thunk(io_ring::issuer* self) {
 
 bool log::seal_due(size_t i) const {
   if (seals_forced_) return true;
+  // A rolled segment wholly below the log start waits only for its seal to be deleted.
+  if (chains_[i]->last < log_start_) return true;
   // A later durable claim needs this segment synced first; a later roll bounds the rolled
   // segments waiting for their sync (and their descriptors) to one.
   for (size_t j = i + 1; j < chains_.size(); ++j) {
@@ -1443,26 +1445,33 @@ status log::truncate_prefix(offset new_start) {
   // The start never moves back. Segments wholly below it go even when it does not move: a
   // start set while its segment was the active one leaves that segment behind once it rolls.
   const offset start = std::max(new_start, log_start_);
-  // A rolled segment whose last write chain has not completed is still written to, synced and
-  // then sealed through its descriptor: let that finish before its files go.
-  for (size_t i = 0; i + 1 < segments_.size() && segments_[i + 1]->base() <= start; ++i) {
-    if (segments_[i]->active()) {
-      wait_idle();
-      break;
-    }
+  const bool moved = start > log_start_;
+  log_start_ = start;
+  if (!drop_segments_below_start() && moved) {
+    // Nothing to delete yet: only the record.
+    removal_->start(encode_log_start(start), {});
   }
+  // A rolled segment left below the start waits for its seal: issue it now (seal_due).
+  if (segments_.size() > 1 && segments_[1]->base() <= log_start_) issue();
+  return ok_status();
+}
+
+bool log::drop_segments_below_start() {
+  // A rolled segment whose last write chain or seal has not completed is still written to,
+  // synced and cut through its descriptor: it stays (below the start, so never read) until its
+  // seal completes (on_segment_sealed), and so do the segments after it.
   std::vector<std::shared_ptr<segment>> gone;
-  while (segments_.size() > 1 && segments_[1]->base() <= start) {
+  while (segments_.size() > 1 && segments_[1]->base() <= log_start_ &&
+         !segments_.front()->active()) {
     if (cache_) cache_->forget(segments_.front().get());
     gone.push_back(std::move(segments_.front()));
     segments_.pop_front();
   }
-  if (start == log_start_ && gone.empty()) return ok_status();
-  log_start_ = start;
+  if (gone.empty()) return false;
   // The start is persisted before any file goes: a crash part-way leaves segments that open()
   // deletes. Views into the dropped segments keep their pages meanwhile.
-  removal_->start(encode_log_start(start), std::move(gone));
-  return ok_status();
+  removal_->start(encode_log_start(log_start_), std::move(gone));
+  return true;
 }
 
 status log::reset_to(offset start) {
@@ -1502,8 +1511,11 @@ status log::reset_to(offset start) {
 result<offset> log::retention_start() const {
   const int64_t t = now();
   // The oldest segments go while they are past retention; the active one always stays.
+  // Segments already below the start (waiting for their seal) do not count.
   size_t drop = 0;
   uint64_t remaining = size_bytes();
+  while (drop + 1 < segments_.size() && segments_[drop + 1]->base() <= log_start_)
+    remaining -= segments_[drop++]->size();
   while (drop + 1 < segments_.size()) {
     const segment& oldest = *segments_[drop];
     if (auto s = ensure_mapped(oldest); !s) return s.err();
@@ -1517,7 +1529,7 @@ result<offset> log::retention_start() const {
     remaining -= oldest.size();
     ++drop;
   }
-  return drop > 0 ? segments_[drop]->base() : log_start_;
+  return std::max(segments_[drop]->base(), log_start_);
 }
 
 result<offset> log::apply_retention() {
@@ -1527,6 +1539,22 @@ result<offset> log::apply_retention() {
     if (auto s = truncate_prefix(*start); !s) return s.err();
   }
   return log_start_;
+}
+
+status log::reconfigure(const log_config& c) {
+  if (std::string bad = c.validate(); !bad.empty())
+    return make_error(errc::invalid_argument, "log " + dir_ + ": " + bad);
+  const bool resized = c.segment_bytes != config_.segment_bytes;
+  config_.segment_bytes = c.segment_bytes;
+  // A spare not under way is made again for the new size (a ready one serves a roll if it is
+  // large enough; otherwise that roll makes its files in place).
+  if (resized && spare_->idle() && !spare_->ready())
+    spare_ = std::make_unique<segment_spare>(ring_, dir_, config_);
+  config_.segment_ms = c.segment_ms;
+  config_.retention_ms = c.retention_ms;
+  config_.retention_bytes = c.retention_bytes;
+  config_.flush = c.flush;
+  return ok_status();
 }
 
 status log::close() {

@@ -86,7 +86,12 @@ result<std::unique_ptr<log_manager>> log_manager::open(options opts, io_ring& ri
 }
 
 result<log*> log_manager::open_log(const std::string& name, std::optional<log_config> config) {
-  if (auto it = logs_.find(name); it != logs_.end()) return it->second.get();
+  if (auto it = logs_.find(name); it != logs_.end()) {
+    if (config) {
+      if (auto s = it->second->reconfigure(*config); !s) return s.err();
+    }
+    return it->second.get();
+  }
   if (!valid_name(name))
     return make_error(errc::invalid_argument,
                       "log name '" + name + "' is not 1-200 of [A-Za-z0-9._-]");

@@ -60,7 +60,8 @@ engine::result<std::unique_ptr<controller>> controller::open(
   c->snapshot_every_ = snapshot_every;
   c->snapshotter_.owner = c.get();
   c->ring_ = &ring;
-  const std::string dir = c->snapshot_path_.substr(0, c->snapshot_path_.rfind('/'));
+  const size_t slash = c->snapshot_path_.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : c->snapshot_path_.substr(0, slash);
   c->snapshot_directory_fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (c->snapshot_directory_fd_ < 0) return engine::make_sys_error(errno, "open " + dir);
   c->snapshot_file_ =
@@ -70,7 +71,9 @@ engine::result<std::unique_ptr<controller>> controller::open(
   auto saved = read_snapshot_file(c->snapshot_path_);
   if (!saved) return std::move(saved).err();
   if (!saved->empty()) {
-    c->restore_image(*saved);
+    if (!c->restore_image(*saved))
+      return engine::make_error(engine::errc::corrupt,
+                                c->snapshot_path_ + " holds a snapshot that does not decode");
     c->snapshot_image_ = raft::shared_bytes(std::move(saved).value());
   }
   partition_host_options o;
@@ -82,7 +85,11 @@ engine::result<std::unique_ptr<controller>> controller::open(
                          std::function<void(const std::string&)> done) {
     // A log-start reset from the leader: its snapshot replaces our state, and is kept (durably,
     // before the host lets the log forget what it replaces).
-    self->restore_image(std::span(image.data(), image.size()));
+    if (!self->restore_image(std::span(image.data(), image.size()))) {
+      // Resetting the log without the state it replaces would skip the leader's metadata.
+      done("the leader's metadata snapshot does not decode");
+      return;
+    }
     self->save_snapshot(std::move(done));
   };
   auto h = partition_host::open(log, ring, std::move(o), std::move(sink), random);
@@ -102,22 +109,26 @@ raft::shared_bytes controller::image() const {
   return raft::shared_bytes(std::move(out));
 }
 
-void controller::restore_image(std::span<const std::byte> image) {
+bool controller::restore_image(std::span<const std::byte> image) {
   net::wire_reader r(image);
   const raft::offset at(r.get<int64_t>());
   metadata_state next;
   if (!r.ok() || !next.restore(image.subspan(8))) {
-    std::fprintf(stderr, "keel: controller: a metadata snapshot does not decode; ignored\n");
-    return;
+    std::fprintf(stderr, "keel: controller: a metadata snapshot does not decode\n");
+    return false;
   }
   state_ = std::move(next);
   applied_ = at;
   snapshot_offset_ = at;
   if (on_change_) on_change_();
+  return true;
 }
 
 controller::~controller() {
+  // The host goes first: its destructor lets a Ready in flight finish, which may call back into
+  // this controller (apply_committed does nothing once closing_). Then the snapshot write.
   closing_ = true;
+  host_.reset();
   while (snapshot_file_ && !snapshot_file_->idle())
     ring_->wait();
   if (snapshot_directory_fd_ >= 0) ::close(snapshot_directory_fd_);
@@ -133,6 +144,10 @@ raft::shared_bytes controller::snapshotter::snapshot_at(raft::offset through) {
 }
 
 void controller::save_snapshot(std::function<void(const std::string& error)> done) {
+  if (closing_) {
+    if (done) done("the controller is closing");
+    return;
+  }
   // Written whole, synced and renamed into place: a crash leaves the old or the new one.
   raft::shared_bytes img = image();
   const raft::offset at = applied_;
@@ -155,6 +170,7 @@ int32_t controller::leader() const {
 }
 
 void controller::apply_committed(raft::offset high_watermark) {
+  if (closing_) return;
   bool changed = false;
   while (applied_ < high_watermark) {
     const engine::offset from = to_engine(applied_.next());

@@ -151,6 +151,7 @@ void partition_host::process_ready() {
   }
   ready_in_flight_ = true;
   parked_ = core_->take_ready();
+  reset_step_ = reset_step::none;
   for (raft::message& m : parked_->messages)
     sink_(std::move(m));
   parked_->messages.clear();
@@ -180,21 +181,52 @@ void partition_host::complete_one(const std::string& error) {
 
 void partition_host::apply_to_log() {
   raft::ready& r = *parked_;
-  raft_persistent_state next = state_->state();
-  bool state_changed = false;
-  if (r.reset && !r.reset->snapshot.empty() && options_.on_snapshot && !reset_snapshot_kept_) {
-    // The state machine keeps the snapshot first; the rest of this Ready waits for it.
+  // A log-start reset goes in steps, each durable before the next: the state machine keeps the
+  // snapshot, the raft state records the new start (the term before it, the configuration in
+  // effect), and only then does the log forget what it replaces. A crash between the last two
+  // leaves a state ahead of the log, which open() completes.
+  if (r.reset && reset_step_ == reset_step::none) {
+    std::fprintf(stderr, "keel: raft group %llu: log reset to the leader's log start %lld\n",
+                 static_cast<unsigned long long>(options_.core.group.value()),
+                 static_cast<long long>(r.reset->start.value()));
+    reset_step_ = reset_step::snapshot_kept;
+    if (!r.reset->snapshot.empty() && options_.on_snapshot) {
+      reset_step_ = reset_step::none;
+      ++pending_;
+      options_.on_snapshot(r.reset->snapshot, [this, alive = alive_](const std::string& error) {
+        if (!*alive) return;
+        if (!error.empty()) return complete_one("cannot keep the snapshot: " + error);
+        if (failure_.empty()) {
+          reset_step_ = reset_step::snapshot_kept;
+          apply_to_log();
+        }
+        complete_one({});
+      });
+      return;
+    }
+  }
+  if (r.reset && reset_step_ == reset_step::snapshot_kept) {
+    const raft::log_reset& reset = *r.reset;
+    raft_persistent_state next = state_->state();
+    next.log_start = reset.start;
+    next.start_prev_term = reset.start_prev_term;
+    next.start_config = reset.config;
+    next.start_config_offset = reset.config_offset;
+    next.config_offsets.clear();
     ++pending_;
-    options_.on_snapshot(r.reset->snapshot, [this, alive = alive_](const std::string& error) {
+    state_->save(std::move(next), [this, alive = alive_](const engine::status& st) {
       if (!*alive) return;
-      if (!error.empty()) return complete_one("cannot keep the snapshot: " + error);
-      reset_snapshot_kept_ = true;
-      apply_to_log();
-      reset_snapshot_kept_ = false;
+      if (!st) return complete_one("cannot persist the raft state: " + st.err().describe());
+      if (failure_.empty()) {
+        reset_step_ = reset_step::start_recorded;
+        apply_to_log();
+      }
       complete_one({});
     });
     return;
   }
+  raft_persistent_state next = state_->state();
+  bool state_changed = false;
   if (r.reset) {
     const raft::log_reset& reset = *r.reset;
     // The whole log goes; it restarts empty at reset.start.
@@ -203,12 +235,6 @@ void partition_host::apply_to_log() {
       if (auto st = log_.truncate_prefix(to_engine(reset.start)); !st)
         return fail(st.err().describe());
     }
-    next.log_start = reset.start;
-    next.start_prev_term = reset.start_prev_term;
-    next.start_config = reset.config;
-    next.start_config_offset = reset.config_offset;
-    next.config_offsets.clear();
-    state_changed = true;
   }
   if (r.truncate_from) {
     if (auto st = log_.truncate_suffix(to_engine(*r.truncate_from)); !st)

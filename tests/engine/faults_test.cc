@@ -280,7 +280,9 @@ TEST_F(FaultTest, ALogStartThatCannotBePersistedStopsAppendsAndKeepsTheSegments)
   ASSERT_TRUE(l->failure().has_value());
   EXPECT_NE(l->failure()->message.find("log_start.tmp"), std::string::npos)
       << l->failure()->describe();
-  EXPECT_EQ(l->append(spec_of("x", 1)).err().code, errc::log_failed);
+  auto refused = l->append(spec_of("x", 1));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.err().code, errc::log_failed);
   // Nothing was deleted: the start on disk is still 0, and so is the data.
   EXPECT_TRUE(fs::exists(dir() + "/00000000000000000000.log"));
   l.reset();

@@ -75,6 +75,7 @@ TEST_F(FileReplaceTest, ImagesQueuedBehindOneInFlightCollapseIntoTheNewestAndEve
   ring->drain();
   EXPECT_EQ(heard, (std::vector<std::string>{"1 ok", "2 ok", "3 ok"}));
   EXPECT_EQ(read_all(path), "three");
+  EXPECT_EQ(f.replacements(), 2u);  // "two" never reached the disk: "three" took its place
 }
 
 TEST_F(FileReplaceTest, AFailedStepIsReportedAndTheOldFileStays) {

@@ -156,7 +156,50 @@ TEST_F(log_manager_test, tick_applies_retention_on_its_interval) {
   now += 20'000;
   (*m)->tick();
   EXPECT_GT((*l)->log_start(), offset(0));
+  ring_->drain();  // the rolled segment's seal, then its deletion, run on the ring
   EXPECT_EQ((*l)->segment_count(), 1u);  // the active segment is never deleted
+}
+
+TEST_F(log_manager_test, a_reopened_log_takes_the_settings_its_owner_gives_it) {
+  // A restart opens every log with the directory's defaults; the owner (a broker, from its
+  // topic configs) then hands each its own settings, and rolls and retention follow them.
+  log_config own = options().defaults;
+  own.segment_bytes = 8 << 10;
+  own.retention_bytes = 16 << 10;
+  const std::string big(3 << 10, 'z');
+  {
+    auto m = log_manager::open(options(), *ring_);
+    ASSERT_TRUE(m.ok());
+    auto l = (*m)->open_log("t-0", own);
+    ASSERT_TRUE(l.ok());
+    append_text(**l, big);
+    ring_->drain();
+    ASSERT_TRUE((*m)->close().ok());
+  }
+  auto m = log_manager::open(options(), *ring_);
+  ASSERT_TRUE(m.ok());
+  log* l = (*m)->find("t-0");
+  ASSERT_NE(l, nullptr);
+  EXPECT_EQ(l->config().segment_bytes, options().defaults.segment_bytes);  // the defaults
+  auto again = (*m)->open_log("t-0", own);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, l);
+  EXPECT_EQ(l->config().segment_bytes, own.segment_bytes);
+  EXPECT_EQ(l->config().retention_bytes, own.retention_bytes);
+  for (int i = 0; i < 30; ++i)
+    append_text(*l, big);
+  ring_->drain();
+  EXPECT_GE(l->segment_count(), 8u);  // 8 KiB segments, not the default 64 KiB
+  auto start = l->apply_retention();
+  ASSERT_TRUE(start.ok());
+  EXPECT_GT(start->value(), 0);
+  ring_->drain();
+  EXPECT_LE(l->size_bytes(), static_cast<uint64_t>(own.retention_bytes) + own.segment_bytes);
+  // Settings that do not validate are refused, and the log keeps its own.
+  log_config bad = own;
+  bad.segment_bytes = 1;
+  EXPECT_FALSE((*m)->open_log("t-0", bad).ok());
+  EXPECT_EQ(l->config().segment_bytes, own.segment_bytes);
 }
 
 }  // namespace

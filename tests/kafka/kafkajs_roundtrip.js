@@ -75,10 +75,20 @@ async function main() {
       if (++rounds > 1000) throw new Error(`partition ${p}: no progress at offset ${offset}`)
       const leader = cluster.findTopicPartitionMetadata(topic).find(m => m.partitionId === p).leader
       const broker = await cluster.findBroker({ nodeId: String(leader) })
-      const resp = await broker.fetch({
-        replicaId: -1, maxWaitTime: 1000, minBytes: 1, maxBytes: 1 << 20,
-        topics: [{ topic, partitions: [{ partition: p, fetchOffset: String(offset), maxBytes: 1 << 20 }] }],
-      })
+      let resp
+      try {
+        resp = await broker.fetch({
+          replicaId: -1, maxWaitTime: 1000, minBytes: 1, maxBytes: 1 << 20,
+          topics: [{ topic, partitions: [{ partition: p, fetchOffset: String(offset), maxBytes: 1 << 20 }] }],
+        })
+      } catch (e) {
+        // Leader balancing may move a leadership after the topic's creation: as a client does,
+        // learn the new leader and fetch again.
+        if (!e.retriable) throw e
+        await new Promise(resolve => setTimeout(resolve, 100))
+        await cluster.refreshMetadata()
+        continue
+      }
       const part = resp.responses[0].partitions[0]
       if (part.errorCode !== 0) throw new Error(`fetch error ${part.errorCode} on partition ${p}`)
       for (const m of part.messages) {

@@ -163,13 +163,24 @@ def _():
     def caught_up():
         firsts = first_offsets(topic)
         counts = [len(segments_on_disk(topic, b)) for b in range(1, c.brokers + 1)]
-        low, high = watermarks(topic, via=c.kafka(victim))
-        ok = firsts[victim] is not None and firsts[victim] >= before and \
-            all(n <= 4 for n in counts) and high > max(acked)
-        return (firsts, counts, low, high) if ok else None
-    firsts, counts, low, high = c.wait_for("the restarted replica trimmed and caught up",
-                                           caught_up, timeout=90)
-    suite.note(f"first segment per broker {firsts}, segments {counts}, log start {low}")
+        # The victim's own log reached the last acknowledged record (its newest segment begins
+        # within a segment's worth of it) and trimmed what it held before the kill.
+        segs = segments_on_disk(topic, victim)
+        newest = int(os.path.basename(segs[-1])[:20]) if segs else -1
+        ok = firsts[victim] is not None and firsts[victim] > before and \
+            newest > max(acked) - 200 and all(n <= 4 for n in counts)
+        seen["last"] = (firsts, counts, newest, max(acked))
+        return (firsts, counts, newest) if ok else None
+    seen = {}
+    try:
+        firsts, counts, newest = c.wait_for("the restarted replica caught up and trimmed",
+                                            caught_up, timeout=90)
+    except AssertionError:
+        raise AssertionError(f"(first segments, segment counts, the restarted replica's newest "
+                             f"segment, last acknowledged) = {seen.get('last')}")
+    low, high = watermarks(topic, via=c.kafka(victim))
+    suite.note(f"first segment per broker {firsts}, segments {counts}, the restarted replica's "
+               f"newest segment at {newest}, log start {low}")
     offsets = read_from_beginning(topic, max(acked))
     assert offsets[-1] == max(acked)
     log = open(os.path.join(c.data_dir, f"broker-{victim}", "broker.log")).read()

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -30,6 +31,8 @@ class file_replace {
   // file's name, or with the step that failed.
   void start(std::vector<std::byte> bytes, done_fn done);
   bool idle() const { return !running_ && waiting_.empty(); }
+  // Replacements carried out (or failed) so far.
+  uint64_t replacements() const { return replacements_; }
   const std::string& path() const { return path_; }
 
  private:
@@ -57,6 +60,7 @@ class file_replace {
   int error_ = 0;  // the first failure of the writing stage (-errno)
   int steps_left_ = 0;
   const char* failed_step_ = "";
+  uint64_t replacements_ = 0;
   step write_op_, sync_op_, other_op_;
 };
 

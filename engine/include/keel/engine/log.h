@@ -260,6 +260,11 @@ class log {
   // Deletes those segments (truncate_prefix(retention_start())); returns the new log start.
   result<offset> apply_retention();
 
+  // Takes `c`'s per-log settings from now on: segment size and age, retention, flush policy (a
+  // log reopened with the data directory's defaults learns its topic's settings). The next roll
+  // and retention use them; the rest of `c` (layout, buffers) stays as opened.
+  status reconfigure(const log_config& c);
+
   // Syncs, seals the indexes and writes the clean-shutdown marker. The log is unusable after.
   status close();
 
@@ -320,6 +325,9 @@ class log {
   const segment* segment_for(offset o) const;
   status ensure_mapped(const segment& s) const;
   status persist_log_start(offset start);
+  // Hands the segments wholly below the log start whose seal completed to removal_; whether
+  // there were any.
+  bool drop_segments_below_start();
   std::vector<std::byte> encode_log_start(offset start) const;
   // Empties the log (every segment goes) and continues from `start`; last_term becomes 0.
   status reset_to(offset start);

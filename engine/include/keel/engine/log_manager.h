@@ -37,7 +37,8 @@ class log_manager {
   log_manager(const log_manager&) = delete;
   log_manager& operator=(const log_manager&) = delete;
 
-  // The log called `name`, opened (or created) with `config` if it is not open yet.
+  // The log called `name`, opened (or created) with `config` if it is not open yet; if it is
+  // open, `config`'s per-log settings apply from now on (log::reconfigure).
   result<log*> open_log(const std::string& name, std::optional<log_config> config = {});
   log* find(const std::string& name) const;
   // Deletes the log and its directory.

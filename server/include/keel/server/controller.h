@@ -75,7 +75,8 @@ class controller {
   // Writes image() as the snapshot file; `done` (if any) runs once it is durable or failed.
   // The held snapshot (snapshot_at) and snapshot_offset() move when it is durable.
   void save_snapshot(std::function<void(const std::string& error)> done);
-  void restore_image(std::span<const std::byte> image);
+  // False (state unchanged) when the image does not decode.
+  bool restore_image(std::span<const std::byte> image);
   raft::shared_bytes image() const;
 
   snapshotter snapshotter_;

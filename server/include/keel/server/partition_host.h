@@ -13,7 +13,8 @@
 // lost commit index is re-learnt).
 // Everything runs on the owning shard's thread; nothing here blocks on the disk except the
 // rare suffix truncation (engine::log::truncate_suffix), which waits for one fdatasync, and the
-// rarer log-start reset. A reset's snapshot (on_snapshot) is durable before the log is reset.
+// rarer log-start reset. A reset's snapshot (on_snapshot) and then its record in the raft state
+// are durable before the log is reset.
 #pragma once
 
 #include <functional>
@@ -133,8 +134,10 @@ class partition_host {
   raft::offset high_watermark_ = raft::offset::none();
   bool ready_in_flight_ = false;
   std::optional<raft::ready> parked_;  // the Ready being persisted
-  bool reset_snapshot_kept_ = false;   // its reset's snapshot is durable (on_snapshot's done)
-  int pending_ = 0;                    // its writes not yet complete
+  // How far its log-start reset went (apply_to_log).
+  enum class reset_step { none, snapshot_kept, start_recorded };
+  reset_step reset_step_ = reset_step::none;
+  int pending_ = 0;  // its writes not yet complete
   std::string failure_;
   std::multimap<raft::offset, std::pair<raft::offset, proposal_callback>> proposals_;  // by last
   std::multimap<raft::offset, std::pair<raft::offset, proposal_callback>> local_writes_;

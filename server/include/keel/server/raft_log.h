@@ -5,6 +5,8 @@
 // batches come from the group's raft_state_store, so neither needs a scan of the log.
 #pragma once
 
+#include <algorithm>
+
 #include "keel/engine/log.h"
 #include "keel/raft/log.h"
 #include "keel/server/raft_state_store.h"
@@ -22,7 +24,12 @@ class raft_log final : public raft::log_reader {
  public:
   raft_log(const engine::log& log, const raft_state_store& state) : log_(log), state_(state) {}
 
-  raft::offset first_offset() const override { return to_raft(log_.log_start()); }
+  // The raft state's record of the log start moves first (a compaction or reset saves it, then
+  // truncates the log): from then on the record speaks for the log start, as term_at(start - 1)
+  // already does.
+  raft::offset first_offset() const override {
+    return std::max(to_raft(log_.log_start()), state_.state().log_start);
+  }
   raft::offset last_offset() const override { return to_raft(log_.appended_offset()); }
   raft::result<raft::term_id> term_at(raft::offset at) const override;
   raft::result<std::vector<raft::batch>> read(raft::offset from, raft::offset to,
