@@ -25,7 +25,7 @@ void file_replace::start(std::vector<std::byte> bytes, done_fn done) {
   KEEL_ASSERT(bytes.size() < (1u << 30), "file_replace is for small files");
   waiting_bytes_ = std::move(bytes);
   waiting_.push_back(std::move(done));
-  if (!running_) run_next();
+  if (!running_ && !finishing_) run_next();
 }
 
 void file_replace::run_next() {
@@ -93,10 +93,12 @@ void file_replace::finish(status st) {
   running_done_.clear();
   bytes_.clear();
   // Those who queued earlier hear first, before a newer image can start (and, should a
-  // callback wait on the ring, complete).
+  // callback wait on the ring, complete): an image queued by a callback waits for the loop.
+  finishing_ = true;
   for (auto& d : told)
     if (d) d(st);
-  if (!running_ && !waiting_.empty()) run_next();
+  finishing_ = false;
+  if (!waiting_.empty()) run_next();
 }
 
 }  // namespace keel::engine

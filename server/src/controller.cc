@@ -85,6 +85,10 @@ engine::result<std::unique_ptr<controller>> controller::open(
                          std::function<void(const std::string&)> done) {
     // A log-start reset from the leader: its snapshot replaces our state, and is kept (durably,
     // before the host lets the log forget what it replaces).
+    if (self->closing_) {
+      done("the controller is closing");
+      return;
+    }
     if (!self->restore_image(std::span(image.data(), image.size()))) {
       // Resetting the log without the state it replaces would skip the leader's metadata.
       done("the leader's metadata snapshot does not decode");
@@ -128,6 +132,7 @@ controller::~controller() {
   // The host goes first: its destructor lets a Ready in flight finish, which may call back into
   // this controller (apply_committed does nothing once closing_). Then the snapshot write.
   closing_ = true;
+  on_change_ = nullptr;
   host_.reset();
   while (snapshot_file_ && !snapshot_file_->idle())
     ring_->wait();

@@ -182,9 +182,9 @@ void partition_host::complete_one(const std::string& error) {
 void partition_host::apply_to_log() {
   raft::ready& r = *parked_;
   // A log-start reset goes in steps, each durable before the next: the state machine keeps the
-  // snapshot, the raft state records the new start (the term before it, the configuration in
-  // effect), and only then does the log forget what it replaces. A crash between the last two
-  // leaves a state ahead of the log, which open() completes.
+  // snapshot, the log is emptied, the raft state records the new start (the term before it, the
+  // configuration in effect), and the log restarts there. A crash before the last step leaves a
+  // record ahead of an empty log, which open() completes.
   if (r.reset && reset_step_ == reset_step::none) {
     std::fprintf(stderr, "keel: raft group %llu: log reset to the leader's log start %lld\n",
                  static_cast<unsigned long long>(options_.core.group.value()),
@@ -207,6 +207,11 @@ void partition_host::apply_to_log() {
   }
   if (r.reset && reset_step_ == reset_step::snapshot_kept) {
     const raft::log_reset& reset = *r.reset;
+    // §7 "discard the entire log" first (durably, inline: a rare path): a record saved over a
+    // log that still held its old entries would, after a crash, leave entries that do not
+    // follow the recorded start. Emptied, the log either keeps the old record (the leader
+    // resets it again) or the new one, which open() completes.
+    if (auto st = log_.truncate_suffix(log_.log_start()); !st) return fail(st.err().describe());
     raft_persistent_state next = state_->state();
     next.log_start = reset.start;
     next.start_prev_term = reset.start_prev_term;
@@ -229,8 +234,7 @@ void partition_host::apply_to_log() {
   bool state_changed = false;
   if (r.reset) {
     const raft::log_reset& reset = *r.reset;
-    // The whole log goes; it restarts empty at reset.start.
-    if (auto st = log_.truncate_suffix(log_.log_start()); !st) return fail(st.err().describe());
+    // The log, emptied before the record was saved, restarts at reset.start.
     if (to_engine(reset.start) > log_.log_start()) {
       if (auto st = log_.truncate_prefix(to_engine(reset.start)); !st)
         return fail(st.err().describe());

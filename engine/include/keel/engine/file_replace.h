@@ -51,7 +51,8 @@ class file_replace {
   std::string path_;
   std::string tmp_path_;
   bool running_ = false;
-  std::vector<std::byte> bytes_;       // the image being written
+  bool finishing_ = false;        // finish() is telling the callers of the replacement that ended
+  std::vector<std::byte> bytes_;  // the image being written
   std::vector<done_fn> running_done_;  // told when it is done
   std::vector<std::byte> waiting_bytes_;
   std::vector<done_fn> waiting_;  // non-empty: an image waits in waiting_bytes_
