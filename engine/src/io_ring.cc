@@ -118,9 +118,9 @@ void io_ring::prep_renameat(operation* op, const char* from, const char* to) {
   io_uring_prep_renameat(sqe, AT_FDCWD, from, AT_FDCWD, to, 0);
 }
 
-void io_ring::prep_unlinkat(operation* op, const char* path) {
+void io_ring::prep_unlinkat(operation* op, const char* path, int flags) {
   io_uring_sqe* sqe = next_sqe(op);
-  io_uring_prep_unlinkat(sqe, AT_FDCWD, path, 0);
+  io_uring_prep_unlinkat(sqe, AT_FDCWD, path, flags);
 }
 
 void io_ring::prep_fadvise(operation* op, int fd, uint64_t file_offset, uint64_t bytes, int advice,

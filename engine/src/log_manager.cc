@@ -1,12 +1,15 @@
 #include "keel/engine/log_manager.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "warning.h"
@@ -28,7 +31,13 @@ int64_t system_now_ms() {
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
+constexpr const char* removed_marker = "~deleted-";
+
 }  // namespace
+
+bool log_manager::removed_name(const std::string& name) {
+  return name.find(removed_marker) != std::string::npos;
+}
 
 bool log_manager::valid_name(const std::string& name) {
   if (name.empty() || name.size() > 200 || name == "." || name == "..") return false;
@@ -41,7 +50,10 @@ bool log_manager::valid_name(const std::string& name) {
 }
 
 log_manager::log_manager(options opts, io_ring& ring)
-    : options_(std::move(opts)), ring_(ring), cache_(options_.mapped_segments_max) {
+    : options_(std::move(opts)),
+      ring_(ring),
+      cache_(options_.mapped_segments_max),
+      removals_(ring) {
   if (!options_.defaults.now_ms) options_.defaults.now_ms = &system_now_ms;
   last_retention_ms_ = options_.defaults.now_ms();
 }
@@ -50,6 +62,14 @@ log_manager::~log_manager() {
   // Logs destroyed without close() recover by scan on their next open; that is the contract
   // for a crash, and the owner calls close() on a clean stop.
   logs_.clear();
+  stop_removals();  // the ring holds operations that point into removals_
+  if (data_dir_fd_ >= 0) ::close(data_dir_fd_);
+}
+
+void log_manager::stop_removals() {
+  removals_.abandon();
+  while (!removals_.idle())
+    ring_.wait();
 }
 
 result<std::unique_ptr<log_manager>> log_manager::open(options opts, io_ring& ring) {
@@ -62,6 +82,9 @@ result<std::unique_ptr<log_manager>> log_manager::open(options opts, io_ring& ri
   if (ec) return make_sys_error(ec.value(), "create data directory " + opts.data_dir);
   raise_descriptor_limit();
   std::unique_ptr<log_manager> m(new log_manager(std::move(opts), ring));
+  m->data_dir_fd_ = ::open(m->options_.data_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (m->data_dir_fd_ < 0)
+    return make_sys_error(errno, "open data directory " + m->options_.data_dir);
   DIR* d = ::opendir(m->options_.data_dir.c_str());
   if (d == nullptr) return make_sys_error(errno, "list data directory " + m->options_.data_dir);
   std::vector<std::string> found;
@@ -70,6 +93,12 @@ result<std::unique_ptr<log_manager>> log_manager::open(options opts, io_ring& ri
     if (name == "." || name == "..") continue;
     struct stat st {};
     const std::string path = m->options_.data_dir + "/" + name;
+    if (removed_name(name)) {
+      // A removal a crash or a failure interrupted (a link is never followed into).
+      if (::lstat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+        m->removals_.start(path, m->data_dir_fd_);
+      continue;
+    }
     if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
     if (!valid_name(name)) {
       warn(path + " is not a log name; left alone");
@@ -114,10 +143,31 @@ status log_manager::remove(const std::string& name) {
   if (it == logs_.end()) return make_error(errc::not_found, "no log named '" + name + "'");
   const std::string dir = it->second->dir();
   logs_.erase(it);  // waits for its writes in flight
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
-  if (ec) return make_sys_error(ec.value(), "delete log directory " + dir);
-  return ok_status();
+  // Out of the way first (one rename), so the name is free at once and a crash leaves a
+  // directory the next open recognises; the files go through the ring.
+  for (;;) {
+    const std::string aside =
+        options_.data_dir + "/" + name + removed_marker + std::to_string(++removal_sequence_);
+    int moved = ::renameat2(AT_FDCWD, dir.c_str(), AT_FDCWD, aside.c_str(), RENAME_NOREPLACE);
+    if (moved != 0 && errno == EINVAL) {  // a filesystem without RENAME_NOREPLACE
+      struct stat st {};
+      if (::lstat(aside.c_str(), &st) == 0) continue;
+      moved = ::rename(dir.c_str(), aside.c_str());
+    }
+    if (moved == 0) {
+      removals_.start(aside, data_dir_fd_);
+      return ok_status();
+    }
+    if (errno == EEXIST || errno == ENOTEMPTY) continue;  // an earlier removal's name
+    // Cannot move it: delete it in place, as before, rather than leave its data under a name
+    // that a new log of that name would open.
+    const int why = errno;
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+    if (ec) return make_sys_error(ec.value(), "delete log directory " + dir);
+    warn("moving " + dir + " aside failed (" + std::strerror(why) + "); deleted in place");
+    return ok_status();
+  }
 }
 
 std::vector<std::string> log_manager::names() const {
@@ -147,6 +197,7 @@ status log_manager::close() {
   for (auto& [name, l] : logs_) {
     if (auto s = l->close(); !s && first) first = s;
   }
+  stop_removals();
   return first;
 }
 

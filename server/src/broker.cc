@@ -750,7 +750,13 @@ void broker::reconcile() {
     if (!desired.count(it->first)) {
       const unsigned k = it->second;
       const uint64_t g = it->first;
-      shards_[k].runner->post([this, k, g] { drop_replica(k, g); });
+      // Drops run before the ensures below on every shard: shard 0's inline, the others' posted
+      // ahead of them. A topic deleted and created again in one change reuses the log's name,
+      // and the new group must not open the old log just before it is removed.
+      if (k == 0)
+        drop_replica(k, g);
+      else
+        shards_[k].runner->post([this, k, g] { drop_replica(k, g); });
       it = group_shard_.erase(it);
     } else {
       ++it;

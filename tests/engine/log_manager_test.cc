@@ -2,7 +2,10 @@
 #include "keel/engine/log_manager.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -129,6 +132,172 @@ TEST_F(log_manager_test, names_are_validated_and_remove_deletes_the_directory) {
   EXPECT_FALSE(std::filesystem::exists(dir_ / "orders-0"));
   EXPECT_EQ((*m)->find("orders-0"), nullptr);
   EXPECT_EQ((*m)->remove("orders-0").err().code, errc::not_found);
+}
+
+// Entries of `dir` whose names mark a removed log.
+std::vector<std::filesystem::path> removed_dirs(const std::filesystem::path& dir) {
+  std::vector<std::filesystem::path> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (log_manager::removed_name(e.path().filename().string())) out.push_back(e.path());
+  return out;
+}
+
+size_t files_under(const std::filesystem::path& dir) {
+  size_t n = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir))
+    n += e.is_regular_file();
+  return n;
+}
+
+TEST_F(log_manager_test, a_removed_log_frees_its_name_at_once_and_its_files_go_through_the_ring) {
+  auto m = log_manager::open(options(), *ring_);
+  ASSERT_TRUE(m.ok());
+  auto l = (*m)->open_log("orders-0");
+  ASSERT_TRUE(l.ok());
+  const std::string big(20 << 10, 'r');
+  for (int i = 0; i < 12; ++i)
+    append_text(**l, big);
+  ring_->drain();
+  ASSERT_GT((*l)->segment_count(), 2u);
+
+  ASSERT_TRUE((*m)->remove("orders-0").ok());
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "orders-0"));
+  // The call only moved the directory: its files go once the ring has synced the rename.
+  auto aside = removed_dirs(dir_);
+  ASSERT_EQ(aside.size(), 1u);
+  EXPECT_GT(files_under(aside[0]), 6u);
+  EXPECT_FALSE((*m)->removals().idle());
+
+  // The name serves a new, empty log at once, while the old files are still being deleted.
+  auto again = (*m)->open_log("orders-0");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->next_offset(), offset(0));
+  append_text(**again, "new");
+  ring_->drain();
+  EXPECT_TRUE((*m)->removals().idle());
+  EXPECT_EQ((*m)->removals().directories_removed(), 1u);
+  EXPECT_EQ((*m)->removals().failures(), 0u);
+  EXPECT_FALSE(std::filesystem::exists(aside[0]));
+  EXPECT_EQ((*again)->next_offset(), offset(1));
+}
+
+TEST_F(log_manager_test, a_removal_cut_short_is_finished_at_the_next_open) {
+  // What a crash between the rename and the last unlink leaves: files, a nested directory, and
+  // a link to a directory outside, which must not be followed.
+  const auto aside = dir_ / "orders-0~deleted-1";
+  const auto outside = dir_.string() + "-outside";
+  std::filesystem::create_directories(aside / "nested");
+  std::filesystem::create_directories(outside);
+  for (const auto& f : {aside / "00000000000000000000.log", aside / "nested" / "x",
+                        std::filesystem::path(outside) / "kept"}) {
+    FILE* out = std::fopen(f.c_str(), "w");
+    ASSERT_NE(out, nullptr);
+    std::fputs("left behind", out);
+    std::fclose(out);
+  }
+  std::filesystem::create_directory_symlink(outside, aside / "link");
+  auto m = log_manager::open(options(), *ring_);
+  ASSERT_TRUE(m.ok());
+  EXPECT_TRUE((*m)->names().empty());  // not taken for a log
+
+  // A log of the same name removed while that removal still runs takes the next free name.
+  auto l = (*m)->open_log("orders-0");
+  ASSERT_TRUE(l.ok());
+  append_text(**l, "x");
+  ASSERT_TRUE((*m)->remove("orders-0").ok());
+  EXPECT_TRUE(std::filesystem::exists(aside));
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "orders-0~deleted-2"));
+  ring_->drain();
+  EXPECT_TRUE(removed_dirs(dir_).empty());
+  EXPECT_EQ((*m)->removals().directories_removed(), 2u);
+  EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(outside) / "kept"));
+  std::filesystem::remove_all(outside);
+}
+
+TEST_F(log_manager_test, close_leaves_an_unfinished_removal_to_the_next_open) {
+  // A stop does not wait for a large deletion: what is not yet deleted stays, under the
+  // removed name, and the next open deletes it.
+  std::filesystem::path aside;
+  {
+    auto m = log_manager::open(options(), *ring_);
+    ASSERT_TRUE(m.ok());
+    auto l = (*m)->open_log("orders-1");
+    ASSERT_TRUE(l.ok());
+    const std::string big(20 << 10, 'c');
+    for (int i = 0; i < 40; ++i)
+      append_text(**l, big);
+    ring_->drain();
+    ASSERT_TRUE((*m)->remove("orders-1").ok());
+    ASSERT_TRUE((*m)->close().ok());
+    EXPECT_TRUE((*m)->removals().idle());
+    auto left = removed_dirs(dir_);
+    ASSERT_EQ(left.size(), 1u);
+    aside = left[0];
+    EXPECT_GT(files_under(aside), 0u);
+  }
+  auto m = log_manager::open(options(), *ring_);
+  ASSERT_TRUE(m.ok());
+  EXPECT_TRUE((*m)->names().empty());
+  ring_->drain();
+  EXPECT_FALSE(std::filesystem::exists(aside));
+  EXPECT_EQ((*m)->removals().directories_removed(), 1u);
+}
+
+// Sets or clears the immutable flag of `path`; false where the filesystem has none.
+bool set_immutable(const std::filesystem::path& path, bool on) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  int flags = 0;
+  bool ok = ::ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0;
+  if (ok) {
+    flags = on ? (flags | FS_IMMUTABLE_FL) : (flags & ~FS_IMMUTABLE_FL);
+    ok = ::ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
+  }
+  ::close(fd);
+  return ok;
+}
+
+TEST_F(log_manager_test, a_file_that_cannot_be_deleted_leaves_its_directory_for_the_next_open) {
+  auto m = log_manager::open(options(), *ring_);
+  ASSERT_TRUE(m.ok());
+  auto l = (*m)->open_log("orders-5");
+  ASSERT_TRUE(l.ok());
+  append_text(**l, "kept");
+  ring_->drain();
+  // An immutable file cannot be unlinked, by root either.
+  std::filesystem::path stuck = dir_ / "orders-5" / "stuck";
+  {
+    FILE* out = std::fopen(stuck.c_str(), "w");
+    ASSERT_NE(out, nullptr);
+    std::fclose(out);
+  }
+  if (!set_immutable(stuck, true)) GTEST_SKIP() << "this filesystem cannot mark a file immutable";
+  struct release {  // whatever fails below, the fixture can still delete its directory
+    std::filesystem::path* file;
+    ~release() { set_immutable(*file, false); }
+  } guard{&stuck};
+
+  ASSERT_TRUE((*m)->remove("orders-5").ok());
+  auto aside = removed_dirs(dir_);
+  ASSERT_EQ(aside.size(), 1u);
+  stuck = aside[0] / "stuck";
+  ring_->drain();
+  EXPECT_EQ((*m)->removals().failures(), 1u);
+  EXPECT_EQ((*m)->removals().directories_removed(), 0u);
+  EXPECT_EQ(files_under(aside[0]), 1u);  // everything else went
+  // The manager goes on serving.
+  auto other = (*m)->open_log("orders-6");
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE((*m)->close().ok());
+  m->reset();
+
+  // Once the file can go, the next open finishes the removal.
+  ASSERT_TRUE(set_immutable(stuck, false));
+  auto reopened = log_manager::open(options(), *ring_);
+  ASSERT_TRUE(reopened.ok());
+  ring_->drain();
+  EXPECT_FALSE(std::filesystem::exists(aside[0]));
+  EXPECT_EQ((*reopened)->names(), std::vector<std::string>{"orders-6"});
 }
 
 TEST_F(log_manager_test, tick_applies_retention_on_its_interval) {

@@ -7,6 +7,7 @@ kafka-python infers the broker version from its ApiVersions v0 reply. KAFKA_PYTH
 Run: /usr/bin/python3 tests/kafka/test_kafka_python.py <dir with keel and keel-broker>
 """
 import os
+import pathlib
 import sys
 import time
 
@@ -114,8 +115,12 @@ for compression in (None, "gzip"):
                 f"KafkaConsumer assign() + seek_to_beginning() reads each at its offset")(roundtrip)
 
 
-@suite.check("KafkaAdminClient.delete_topics: the topic is gone from metadata")
+@suite.check("KafkaAdminClient.delete_topics: the topic is gone from metadata and from every broker's disk")
 def _():
+    def leftovers():
+        return sorted(str(p) for p in pathlib.Path(c.data_dir).glob("broker-*/shard-*/*")
+                      if p.name.startswith(f"{TOPIC}-"))
+    assert len(leftovers()) == 3 * PARTITIONS, f"replica directories before: {leftovers()}"
     a = admin()
     try:
         a.delete_topics([TOPIC], timeout_ms=30000)
@@ -128,6 +133,10 @@ def _():
         c.wait_for("topic gone from list_topics", lambda: TOPIC not in a.list_topics(), timeout=30)
     finally:
         a.close()
+
+    # Each replica's directory is moved aside at once and its files deleted in the background;
+    # nothing of the topic may stay on any broker's disk.
+    c.wait_for("the topic's files gone from every broker", lambda: not leftovers(), timeout=30)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ class io_ring {
   // The path strings must outlive the operation. The result of an open is the descriptor.
   void prep_openat(operation* op, const char* path, int flags, unsigned mode);
   void prep_renameat(operation* op, const char* from, const char* to);
-  void prep_unlinkat(operation* op, const char* path);
+  void prep_unlinkat(operation* op, const char* path, int flags = 0);  // AT_REMOVEDIR: rmdir
   void prep_fadvise(operation* op, int fd, uint64_t file_offset, uint64_t bytes, int advice,
                     bool link);
   // Cuts (or extends) the file to `bytes`; only when can_ftruncate() (Linux 6.9 and later).

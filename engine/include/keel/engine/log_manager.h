@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "keel/engine/directory_removal.h"
 #include "keel/engine/io_ring.h"
 #include "keel/engine/log.h"
 #include "keel/engine/log_config.h"
@@ -41,8 +42,13 @@ class log_manager {
   // open, `config`'s per-log settings apply from now on (log::reconfigure).
   result<log*> open_log(const std::string& name, std::optional<log_config> config = {});
   log* find(const std::string& name) const;
-  // Deletes the log and its directory.
+  // Deletes the log. Its directory is renamed at once to "<name>~deleted-<n>" (no log can have
+  // that name, so `name` is free for a new log on return), and its files are deleted through
+  // the ring (directory_removal.h): a partition of many GiB goes without stalling the thread.
+  // A manager opened on a directory holding such a name finishes its removal.
   status remove(const std::string& name);
+  // Removals whose files are still being deleted (tests follow them).
+  const directory_removal& removals() const { return removals_; }
   std::vector<std::string> names() const;
   size_t size() const { return logs_.size(); }
   size_t mapped_segments() const { return cache_.mapped(); }
@@ -50,18 +56,25 @@ class log_manager {
   // Interval flushes and segment_ms rolls of every log; retention every
   // retention_check_interval_ms.
   void tick();
-  // Closes every log cleanly (each writes its clean-shutdown marker); the first error wins.
+  // Closes every log cleanly (each writes its clean-shutdown marker); removals not finished stop
+  // after the operations in flight (the next open finishes them). The first error wins.
   status close();
 
   static bool valid_name(const std::string& name);
+  // Whether a directory under data_dir is a removed log's, awaiting deletion.
+  static bool removed_name(const std::string& name);
 
  private:
   log_manager(options opts, io_ring& ring);
+  void stop_removals();
 
   options options_;
   io_ring& ring_;
   segment_cache cache_;
   std::map<std::string, std::unique_ptr<log>> logs_;
+  int data_dir_fd_ = -1;  // fsynced before a removed log's files go
+  directory_removal removals_;
+  uint64_t removal_sequence_ = 0;
   int64_t last_retention_ms_ = 0;
 };
 
