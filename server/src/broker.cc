@@ -777,10 +777,23 @@ void broker::reconcile() {
 void broker::ensure_replica(unsigned k, uint64_t group, desired_replica d) {
   auto& s = shards_[k];
   if (s.groups.count(group)) return;
-  auto l = s.logs->open_log(partition_log_name(d.topic, d.partition), log_config_for(d.configs));
+  const std::string name = partition_log_name(d.topic, d.partition);
+  auto l = s.logs->open_log(name, log_config_for(d.configs));
   if (!l)
     return log_line("cannot open the log of " + d.topic + "-" + std::to_string(d.partition) + ": " +
                     l.err().describe());
+  if (auto owner = raft_state_store::stored_group((*l)->dir());
+      owner && *owner != 0 && *owner != group) {
+    // A replica of a deleted topic of the same name, whose deletion this broker missed (it was
+    // down): its log and term history are not this group's, and a group started on them could
+    // win an election with entries the others never had. It goes; the new replica starts empty.
+    log_line("the log of " + name + " belongs to raft group " + std::to_string(*owner) +
+             " (a deleted topic), not " + std::to_string(group) + "; deleting it");
+    if (auto r = s.logs->remove(name); !r)
+      return log_line("cannot delete log " + name + ": " + r.err().describe());
+    l = s.logs->open_log(name, log_config_for(d.configs));
+    if (!l) return log_line("cannot open the log of " + name + ": " + l.err().describe());
+  }
   partition_host_options o;
   o.core = core_options(group);
   o.follower_cached_tail_bytes = config_.follower_cached_tail_bytes;

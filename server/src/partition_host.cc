@@ -14,6 +14,7 @@ engine::result<std::unique_ptr<partition_host>> partition_host::open(engine::log
   raft_persistent_state initial;
   initial.log_start = to_raft(log.log_start());
   initial.start_config = h->options_.initial_config;
+  initial.group = h->options_.core.group.value();
   auto store = raft_state_store::open(log.dir(), ring, initial);
   if (!store) return std::move(store).err();
   h->state_ = std::move(store).value();

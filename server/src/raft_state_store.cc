@@ -16,6 +16,7 @@ namespace {
 
 constexpr uint64_t magic = 0x5441545354464152ULL;  // "RAFTSTAT"
 constexpr size_t checksum_at = raft_state_store::slot_bytes - 8;
+constexpr size_t group_at = checksum_at - 8;
 
 }  // namespace
 
@@ -35,8 +36,9 @@ std::vector<std::byte> encode_raft_state(const raft_persistent_state& s, uint64_
   w.put<uint32_t>(static_cast<uint32_t>(s.config_offsets.size()));
   for (raft::offset o : s.config_offsets)
     w.put<int64_t>(o.value());
-  KEEL_ASSERT(out.size() <= checksum_at, "raft state fits its slot");
+  KEEL_ASSERT(out.size() <= group_at, "raft state fits its slot");
   out.resize(raft_state_store::slot_bytes);
+  std::memcpy(out.data() + group_at, &s.group, 8);
   const uint64_t sum = XXH3_64bits(out.data(), checksum_at);
   std::memcpy(out.data() + checksum_at, &sum, 8);
   return out;
@@ -48,7 +50,7 @@ bool decode_raft_state(std::span<const std::byte> slot, raft_persistent_state& o
   uint64_t sum;
   std::memcpy(&sum, slot.data() + checksum_at, 8);
   if (sum != XXH3_64bits(slot.data(), checksum_at)) return false;
-  net::wire_reader r(slot.first(checksum_at));
+  net::wire_reader r(slot.first(group_at));
   if (r.get<uint64_t>() != magic) return false;
   raft_persistent_state s;
   sequence = r.get<uint64_t>();
@@ -58,7 +60,7 @@ bool decode_raft_state(std::span<const std::byte> slot, raft_persistent_state& o
   s.log_start = raft::offset(r.get<int64_t>());
   s.start_prev_term = raft::term_id(r.get<int64_t>());
   s.start_config_offset = raft::offset(r.get<int64_t>());
-  auto config = r.get_bytes(checksum_at);
+  auto config = r.get_bytes(group_at);
   const uint32_t n = r.get_count(8);
   for (uint32_t i = 0; i < n && r.ok(); ++i)
     s.config_offsets.push_back(raft::offset(r.get<int64_t>()));
@@ -66,6 +68,7 @@ bool decode_raft_state(std::span<const std::byte> slot, raft_persistent_state& o
   auto m = raft::codec::decode_membership(config);
   if (!m.ok()) return false;
   s.start_config = std::move(*m);
+  std::memcpy(&s.group, slot.data() + group_at, 8);
   out = std::move(s);
   return true;
 }
@@ -94,6 +97,13 @@ engine::result<std::unique_ptr<raft_state_store>> raft_state_store::open(
   }
   // What was read may be an unsynced write still in the page cache (a crash of the process,
   // not of the machine): sync it, since the next write goes to the other slot.
+  if (found && initial.group != 0 && store->state_.group != 0 &&
+      store->state_.group != initial.group)
+    return engine::make_error(engine::errc::already_exists,
+                              path + " belongs to raft group " +
+                                  std::to_string(store->state_.group) + ", not to group " +
+                                  std::to_string(initial.group));
+  if (found && store->state_.group == 0) store->state_.group = initial.group;  // written next save
   if (found && ::fdatasync(fd) != 0) return engine::make_sys_error(errno, "fdatasync " + path);
   if (!found) {
     if (n > 0) return engine::make_error(engine::errc::corrupt, path + " holds no valid slot");
@@ -107,6 +117,27 @@ engine::result<std::unique_ptr<raft_state_store>> raft_state_store::open(
     store->durable_slot_ = 0;
   }
   return store;
+}
+
+std::optional<uint64_t> raft_state_store::stored_group(const std::string& dir) {
+  const std::string path = dir + "/raft_state";
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::vector<std::byte> slots(2 * slot_bytes);
+  const ssize_t n = ::pread(fd, slots.data(), slots.size(), 0);
+  ::close(fd);
+  std::optional<uint64_t> group;
+  uint64_t best = 0;
+  for (int i = 0; i < 2 && n >= static_cast<ssize_t>((i + 1) * slot_bytes); ++i) {
+    raft_persistent_state s;
+    uint64_t seq = 0;
+    if (decode_raft_state(std::span(slots).subspan(i * slot_bytes, slot_bytes), s, seq) &&
+        (!group || seq > best)) {
+      group = s.group;
+      best = seq;
+    }
+  }
+  return group;
 }
 
 raft_state_store::raft_state_store(int fd, engine::io_ring& ring) : fd_(fd), ring_(ring) {

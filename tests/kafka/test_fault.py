@@ -1,10 +1,14 @@
 """Fault case with librdkafka (python3-confluent-kafka): kill -9 a partition leader while a
 producer writes with acks=all; nothing acknowledged is lost or moved, and the killed broker
-comes back and serves again.
+comes back and serves again. Then: a deleted topic's replica that a crash left on a broker's
+disk is not taken for the replica of a new topic of the same name.
 
 Run: /usr/bin/python3 tests/kafka/test_fault.py <dir with keel and keel-broker>
 """
+import pathlib
+import shutil
 import sys
+import tempfile
 import threading
 import time
 
@@ -152,6 +156,89 @@ def _():
     assert p.flush(60) == 0 and res and res[0][0] is None, res
     got = read_all(c.kafka(victim))
     assert got[part][res[0][1]] == b"after-restart"
+
+
+RECREATED = "recreated"
+
+
+def produce_values(bootstrap, topic, values):
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "message.timeout.ms": 60000})
+    res = []
+    for v in values:
+        p.produce(topic, value=v, partition=0, on_delivery=lambda err, msg: res.append(err))
+    assert p.flush(60) == 0 and len(res) == len(values), (len(res), len(values))
+    assert all(e is None for e in res), [e for e in res if e is not None][:3]
+
+
+def replica_dir(broker, topic):
+    dirs = list(pathlib.Path(c.data_dir, f"broker-{broker}").glob(f"shard-*/{topic}-0"))
+    return dirs[0] if len(dirs) == 1 else None
+
+
+def segment_bytes(path):
+    return b"".join(f.read_bytes() for f in sorted(path.glob("*.log")))
+
+
+@suite.check("a deleted topic's replica left on a broker's disk by a crash is not taken for the "
+             "replica of a new topic of the same name: it is deleted and the replica catches up")
+def _():
+    admin = AdminClient({"bootstrap.servers": c.bootstrap()})
+    victim = 3
+    admin.create_topics([NewTopic(RECREATED, 1, 3)], operation_timeout=30)[RECREATED].result(60)
+    wait_for_leaders(c, RECREATED, 1, balanced=False)
+    produce_values(c.bootstrap(), RECREATED, [b"old-%d" % i for i in range(300)])
+    c.wait_for(f"broker {victim}'s replica holding the old records",
+               lambda: replica_dir(victim, RECREATED) is not None
+               and b"old-299" in segment_bytes(replica_dir(victim, RECREATED)), timeout=30)
+    c.kill9(victim)
+    saved = pathlib.Path(tempfile.mkdtemp(prefix="keel-old-replica-")) / "replica"
+    shutil.copytree(replica_dir(victim, RECREATED), saved)
+    try:
+        c.restart(victim)
+        admin.delete_topics([RECREATED], operation_timeout=30)[RECREATED].result(60)
+        c.wait_for("the topic's replicas deleted on every broker",
+                   lambda: all(replica_dir(b, RECREATED) is None for b in (1, 2, 3)), timeout=60)
+        admin.create_topics([NewTopic(RECREATED, 1, 3)], operation_timeout=30)[RECREATED].result(60)
+        wait_for_leaders(c, RECREATED, 1, balanced=False)
+        new_values = [b"new-%d" % i for i in range(100)]
+        produce_values(c.bootstrap(), RECREATED, new_values)
+        c.wait_for(f"broker {victim}'s new replica holding the new records",
+                   lambda: replica_dir(victim, RECREATED) is not None
+                   and b"new-99" in segment_bytes(replica_dir(victim, RECREATED)), timeout=30)
+        # A crash after the metadata named the new topic but before the old replica went leaves
+        # the old one under the new one's name.
+        c.kill9(victim)
+        new_dir = replica_dir(victim, RECREATED)
+        shutil.rmtree(new_dir)
+        shutil.copytree(saved, new_dir)
+        c.restart(victim)
+    finally:
+        shutil.rmtree(saved.parent, ignore_errors=True)
+    log = pathlib.Path(c.data_dir, f"broker-{victim}", "broker.log")
+    c.wait_for(f"broker {victim} deleting the old replica",
+               lambda: "(a deleted topic)" in log.read_text(errors="replace"), timeout=60)
+    c.wait_for(f"broker {victim}'s replica caught up with the new records only",
+               lambda: replica_dir(victim, RECREATED) is not None
+               and b"new-99" in segment_bytes(replica_dir(victim, RECREATED))
+               and b"old-" not in segment_bytes(replica_dir(victim, RECREATED)), timeout=60)
+    cons = Consumer({"bootstrap.servers": c.bootstrap(), "group.id": "keel-tests-no-group",
+                     "enable.auto.commit": False, "enable.partition.eof": True})
+    got = []
+    try:
+        cons.assign([TopicPartition(RECREATED, 0, OFFSET_BEGINNING)])
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            m = cons.poll(1.0)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    break
+                raise AssertionError(f"consumer error: {m.error()}")
+            got.append(m.value())
+    finally:
+        cons.close()
+    assert got == new_values, f"read {len(got)} records, first {got[:3]}"
 
 
 if __name__ == "__main__":

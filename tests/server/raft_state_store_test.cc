@@ -173,4 +173,38 @@ TEST_F(StateStoreTest, UnsyncedWritesNeverReplaceTheLastSyncedSlot) {
 }
 
 }  // namespace
+TEST_F(StateStoreTest, AStateOfAnotherGroupIsRefusedAndAnOlderOneAdoptsItsGroup) {
+  // A broker that was down while a topic was deleted and created again under the same name
+  // finds the old replica's state under the new group's log name.
+  initial.group = 7;
+  {
+    auto store = open();
+    ASSERT_NE(store, nullptr);
+    EXPECT_EQ(store->state().group, 7u);
+  }
+  EXPECT_EQ(raft_state_store::stored_group(dir.string()), std::optional<uint64_t>(7));
+  initial.group = 9;
+  auto refused = raft_state_store::open(dir.string(), *ring, initial);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.err().code, engine::errc::already_exists);
+  EXPECT_NE(refused.err().describe().find("group 7, not to group 9"), std::string::npos)
+      << refused.err().describe();
+
+  // A state written before groups were recorded (0 there) takes the group that opens it, and
+  // keeps it from its next save on.
+  std::filesystem::remove_all(dir / "raft_state");
+  initial.group = 0;
+  open().reset();
+  EXPECT_EQ(raft_state_store::stored_group(dir.string()), std::optional<uint64_t>(0));
+  initial.group = 9;
+  auto store = open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->state().group, 9u);
+  store->save(with_hard(store->state(), 2, 1, 0), nullptr);
+  ring->drain();
+  store.reset();
+  EXPECT_EQ(raft_state_store::stored_group(dir.string()), std::optional<uint64_t>(9));
+  EXPECT_EQ(raft_state_store::stored_group((dir / "nowhere").string()), std::nullopt);
+}
+
 }  // namespace keel::server

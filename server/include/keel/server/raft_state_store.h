@@ -20,7 +20,12 @@
 //       56    8 start_config_offset
 //       64    4 membership bytes n, then n bytes (raft::codec::encode_membership)
 //        .    4 config offsets m, then m x 8 bytes
+//     8176    8 group            the Raft group the state and its log belong to; 0 in states
+//                                written before it was recorded (adopted at open)
 //     8184    8 XXH3-64 of bytes [0, 8184)
+// A log directory whose state names another group is a deleted topic's replica that this broker
+// missed the deletion of (it was down): open refuses it, so a group never starts on a log and a
+// term history that are not its own.
 // Writes go through the shard's io_ring (write then fdatasync, linked): no blocking syscall. A
 // change that may be lost (the commit index alone) is only staged and written now and then,
 // without a sync: at load it would otherwise double the fdatasyncs of every replica.
@@ -28,6 +33,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -46,16 +52,21 @@ struct raft_persistent_state {
   raft::membership start_config;
   raft::offset start_config_offset = raft::offset::none();
   std::vector<raft::offset> config_offsets;  // ascending
+  uint64_t group = 0;                        // 0: not recorded (an older state)
 };
 
 class raft_state_store {
  public:
   static constexpr size_t slot_bytes = 8192;
 
-  // Opens (or creates, holding `initial`) dir/raft_state.
+  // Opens (or creates, holding `initial`) dir/raft_state. A state of another group than
+  // `initial.group` is refused (errc::already_exists, naming both groups).
   static engine::result<std::unique_ptr<raft_state_store>> open(
       const std::string& dir, engine::io_ring& ring, const raft_persistent_state& initial);
   ~raft_state_store();
+  // The group recorded in dir/raft_state: none when there is no valid state, 0 when it predates
+  // the record.
+  static std::optional<uint64_t> stored_group(const std::string& dir);
 
   const raft_persistent_state& state() const { return state_; }
   // Replaces the state and makes it durable; `done` runs once it is (or with the error). One
