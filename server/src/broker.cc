@@ -96,6 +96,9 @@ broker::broker(broker_config config) : config_(std::move(config)) {
     s.random = std::make_unique<seeded_random>(std::random_device{}() ^
                                                (uint64_t(config_.node_id) << 32) ^ k);
   }
+  std::random_device rd;
+  barrier_nonce_ = (uint64_t(rd()) << 32) ^ rd();
+  if (barrier_nonce_ == 0) barrier_nonce_ = 1;  // 0 means "no barrier"
 }
 
 broker::~broker() {
@@ -215,7 +218,8 @@ void broker::start_on_shard0() {
     voters.voters.push_back(raft::node_id(static_cast<uint64_t>(sd.node_id)));
   voters.normalize();
   auto c = controller::open(*metadata_log_, s0.runner->ring(), core_options(0), voters, sink_for(0),
-                            *s0.random, config_.data_dir + "/metadata.snapshot");
+                            *s0.random, config_.data_dir + "/metadata.snapshot",
+                            config_.metadata_snapshot_every);
   if (!c) throw std::runtime_error("metadata group: " + c.err().describe());
   controller_ = std::move(c).value();
   heartbeat_acked_ = std::chrono::steady_clock::now();  // a session's grace from the start
@@ -772,6 +776,55 @@ void broker::reconcile() {
     else
       shards_[k].runner->post(std::move(work));
   }
+  if (!orphans_swept_ && m.barrier_of(config_.node_id) == barrier_nonce_)
+    sweep_after_barrier(desired);
+}
+
+void broker::send_metadata_barrier() {
+  if (barrier_asked_) return;
+  barrier_asked_ = true;
+  ask_controller(kind_command, encode_metadata_barrier(config_.node_id, barrier_nonce_),
+                 [this](bool ok, const std::string&) {
+                   // Committed: it reaches this broker's metadata in time (entries or a
+                   // snapshot). Not committed (no controller yet, a lost link): asked again.
+                   barrier_asked_ = ok;
+                 });
+}
+
+void broker::sweep_after_barrier(const std::map<uint64_t, desired_replica>& desired) {
+  orphans_swept_ = true;
+  std::vector<std::set<std::string>> keep(shards_.size());
+  keep[0].insert(metadata_log_name);
+  for (const auto& [g, d] : desired)
+    keep[d.shard].insert(partition_log_name(d.topic, d.partition));
+  for (unsigned k = 0; k < shards_.size(); ++k) {
+    // Posted behind the drops and ensures reconcile() posted before it, ahead of later ones.
+    if (k == 0)
+      sweep_orphans(0, keep[0]);
+    else
+      shards_[k].runner->post([this, k, names = std::move(keep[k])] { sweep_orphans(k, names); });
+  }
+}
+
+void broker::sweep_orphans(unsigned k, const std::set<std::string>& keep) {
+  auto& s = shards_[k];
+  std::set<std::string> in_use;
+  for (const auto& [g, r] : s.groups)
+    in_use.insert(partition_log_name(r.topic, r.partition));
+  for (const std::string& name : s.logs->names()) {
+    if (keep.count(name)) continue;
+    if (in_use.count(name)) {
+      // Cannot happen (a replica's drop runs before the sweep); if it does, a log in use is
+      // never pulled from under its replica.
+      log_line("bug: log " + name + " runs a replica the metadata does not name; kept");
+      continue;
+    }
+    log_line("log " + name + " on shard " + std::to_string(k) +
+             " is no replica of this broker in the metadata (a deleted topic's, its removal cut "
+             "short by a crash); deleting it");
+    if (auto r = s.logs->remove(name); !r)
+      log_line("cannot delete log " + name + ": " + r.err().describe());
+  }
 }
 
 void broker::ensure_replica(unsigned k, uint64_t group, desired_replica d) {
@@ -957,6 +1010,7 @@ void broker::tick_shard0() {
   ++shard0_ticks_;
   controller_->tick();
   if (!registered_ && shard0_ticks_ % 10 == 0) register_self();
+  if (!orphans_swept_ && shard0_ticks_ % 10 == 0) send_metadata_barrier();
   if (registered_ && shard0_ticks_ % 500 == 0) registered_ = false;  // re-check now and then
   const auto heartbeat_ticks =
       static_cast<uint64_t>(std::max(1, config_.broker_heartbeat_interval_ms / config_.tick_ms));

@@ -81,6 +81,7 @@ std::string apply(broker_config& c, const std::string& name, const std::string& 
   if (name == "retention-bytes") return integer(c.retention_bytes, -1, INT64_MAX);
   if (name == "retention-check-interval-ms")
     return integer(c.retention_check_interval_ms, 100, INT64_MAX);
+  if (name == "metadata-snapshot-every") return integer(c.metadata_snapshot_every, 2, INT64_MAX);
   if (name == "follower-cached-tail-bytes")
     return integer(c.follower_cached_tail_bytes, 0, 1ll << 40);
   if (name == "default-partitions") return integer(c.default_partitions, 1, 100000);
@@ -301,6 +302,7 @@ std::string usage() {
   --retention-ms N                 default retention by age, -1 = forever (604800000)
   --retention-bytes N              default retention by size, -1 = none
   --retention-check-interval-ms N  how often partitions apply retention (300000)
+  --metadata-snapshot-every N      snapshot the cluster metadata every N offsets (4096)
   --follower-cached-tail-bytes N   durable bytes of a follower replica's log tail kept in the
                                    page cache; older ones are dropped, 0 = no bound (16777216)
   --default-partitions N           partitions of an auto-created topic (1)

@@ -15,8 +15,9 @@ using net::wire_writer;
 constexpr size_t name_max = 249;
 constexpr size_t host_max = 255;
 constexpr size_t config_max = 1 << 16;
-// Version 2 added each broker's fenced flag; version 1 snapshots are still read.
-constexpr uint32_t snapshot_version = 2;
+// Version 3 added the metadata barriers, version 2 each broker's fenced flag; versions 1 and 2
+// are still read.
+constexpr uint32_t snapshot_version = 3;
 constexpr uint32_t snapshot_version_unfenced = 1;
 
 void put_broker(wire_writer& w, const broker_info& b) {
@@ -171,6 +172,20 @@ std::vector<std::byte> encode_unfence_broker(int32_t id) {
   return out;
 }
 
+std::vector<std::byte> encode_metadata_barrier(int32_t id, uint64_t nonce) {
+  KEEL_ASSERT(nonce != 0, "a barrier's nonce is never 0 (0 means none)");
+  auto out = with_type(command_type::metadata_barrier);
+  wire_writer w(out);
+  w.put<int32_t>(id);
+  w.put<uint64_t>(nonce);
+  return out;
+}
+
+uint64_t metadata_state::barrier_of(int32_t id) const {
+  auto it = barriers_.find(id);
+  return it == barriers_.end() ? 0 : it->second;
+}
+
 bool metadata_state::broker_unfenced(int32_t id) const {
   auto it = brokers_.find(id);
   return it != brokers_.end() && !it->second.fenced;
@@ -222,6 +237,15 @@ apply_result metadata_state::apply(std::span<const std::byte> command) {
       if (it == brokers_.end()) return rejected("unknown broker " + std::to_string(id));
       // Idempotent: a second fence (two proposals racing a leader change) changes nothing.
       it->second.fenced = type == command_type::fence_broker;
+      return {};
+    }
+    case command_type::metadata_barrier: {
+      const int32_t id = r.get<int32_t>();
+      const uint64_t nonce = r.get<uint64_t>();
+      if (!r.ok() || !r.at_end() || id < 0 || nonce == 0)
+        return rejected("malformed metadata_barrier");
+      // Any broker id: a broker that is not registered yet may need its metadata caught up too.
+      barriers_[id] = nonce;
       return {};
     }
     case command_type::create_topic: {
@@ -308,14 +332,20 @@ std::vector<std::byte> metadata_state::snapshot() const {
     for (uint64_t g : t.groups)
       w.put<uint64_t>(g);
   }
+  w.put<uint32_t>(static_cast<uint32_t>(barriers_.size()));
+  for (const auto& [id, nonce] : barriers_) {
+    w.put<int32_t>(id);
+    w.put<uint64_t>(nonce);
+  }
   return out;
 }
 
 bool metadata_state::restore(std::span<const std::byte> snapshot) {
   wire_reader r(snapshot);
   const uint32_t version = r.get<uint32_t>();
-  if (version != snapshot_version && version != snapshot_version_unfenced) return false;
+  if (version < snapshot_version_unfenced || version > snapshot_version) return false;
   const bool has_fenced = version >= 2;
+  const bool has_barriers = version >= 3;
   metadata_state next;
   next.next_producer_id_ = r.get<int64_t>();
   next.next_group_id_ = r.get<uint64_t>();
@@ -336,6 +366,13 @@ bool metadata_state::restore(std::span<const std::byte> snapshot) {
     for (size_t p = 0; p < t.partitions.size() && r.ok(); ++p)
       t.groups.push_back(r.get<uint64_t>());
     next.topics_[t.name] = std::move(t);
+  }
+  const uint32_t barriers = has_barriers ? r.get_count(12) : 0;
+  for (uint32_t i = 0; i < barriers && r.ok(); ++i) {
+    const int32_t id = r.get<int32_t>();
+    const uint64_t nonce = r.get<uint64_t>();
+    if (id < 0 || nonce == 0) r.fail();
+    next.barriers_[id] = nonce;
   }
   if (!r.ok() || !r.at_end()) return false;
   *this = std::move(next);

@@ -1,7 +1,8 @@
 """Fault case with librdkafka (python3-confluent-kafka): kill -9 a partition leader while a
 producer writes with acks=all; nothing acknowledged is lost or moved, and the killed broker
 comes back and serves again. Then: a deleted topic's replica that a crash left on a broker's
-disk is not taken for the replica of a new topic of the same name.
+disk is not taken for the replica of a new topic of the same name, and a topic deleted while
+a broker is down loses that broker's replica once it is back.
 
 Run: /usr/bin/python3 tests/kafka/test_fault.py <dir with keel and keel-broker>
 """
@@ -17,7 +18,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_harness import Suite, metadata, wait_for_leaders
 
-suite = Suite(sys.argv[1])
+# Metadata snapshots every few offsets: a broker that is down while a topic is deleted comes
+# back to a snapshot without the topic (the log before it gone), not to the deletion's entry.
+suite = Suite(sys.argv[1], broker_config={"metadata-snapshot-every": "4"})
 c = suite.cluster
 TOPIC = "fault"
 PARTITIONS = 3
@@ -239,6 +242,52 @@ def _():
     finally:
         cons.close()
     assert got == new_values, f"read {len(got)} records, first {got[:3]}"
+
+
+GONE = "gone-while-down"
+
+
+@suite.check("a topic deleted while one of its brokers is down loses that broker's replica too, "
+             "once the restarted broker's metadata has caught up; its live replicas stay")
+def _():
+    admin = AdminClient({"bootstrap.servers": c.bootstrap()})
+    victim = 2
+    admin.create_topics([NewTopic(GONE, 1, 3)], operation_timeout=30)[GONE].result(60)
+    wait_for_leaders(c, GONE, 1, balanced=False)
+    produce_values(c.bootstrap(), GONE, [b"gone-%d" % i for i in range(100)])
+    c.wait_for(f"broker {victim}'s replica of {GONE}",
+               lambda: replica_dir(victim, GONE) is not None
+               and b"gone-99" in segment_bytes(replica_dir(victim, GONE)), timeout=30)
+    kept = {b: replica_dir(b, RECREATED) for b in (1, 2, 3)}
+    assert all(kept.values()), kept
+    c.kill9(victim)
+    admin.delete_topics([GONE], operation_timeout=30)[GONE].result(60)
+    c.wait_for("the topic's replicas deleted on the running brokers",
+               lambda: all(replica_dir(b, GONE) is None for b in (1, 3)), timeout=60)
+    # More metadata entries than a snapshot interval, so the controller's log no longer holds
+    # the deletion when the victim comes back.
+    for i in range(3):
+        scratch = f"scratch-{i}"
+        admin.create_topics([NewTopic(scratch, 1, 2)], operation_timeout=30)[scratch].result(60)
+        admin.delete_topics([scratch], operation_timeout=30)[scratch].result(60)
+    # And a replica the metadata no longer names at all on this broker, as a crash leaves one
+    # when it comes between the metadata's deletion and the replica's removal (its copy here).
+    planted = replica_dir(victim, GONE).parent / "planted-0"
+    shutil.copytree(replica_dir(victim, GONE), planted)
+    c.restart(victim)
+    shard_dirs = list(pathlib.Path(c.data_dir, f"broker-{victim}").glob("shard-*"))
+
+    def leftovers():
+        return [p for d in shard_dirs for n in (GONE, "planted") for p in d.glob(f"{n}-0*")]
+
+    c.wait_for(f"broker {victim}'s replicas of the deleted topic gone", lambda: not leftovers(),
+               timeout=60)
+    log = pathlib.Path(c.data_dir, f"broker-{victim}", "broker.log").read_text(errors="replace")
+    assert "log planted-0 on shard" in log, "no word of the deletion in the broker's log"
+    # The sweep took nothing else: the other topic's replica on the restarted broker is the
+    # same directory, still holding what the earlier check wrote.
+    assert replica_dir(victim, RECREATED) == kept[victim]
+    assert b"new-99" in segment_bytes(replica_dir(victim, RECREATED))
 
 
 if __name__ == "__main__":

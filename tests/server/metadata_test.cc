@@ -153,10 +153,19 @@ TEST(metadata, snapshots_keep_fencing_and_version_1_still_restores) {
   EXPECT_TRUE(copy.brokers().at(3).fenced);
   EXPECT_FALSE(copy.brokers().at(1).fenced);
 
-  // Version 1 (before fencing): the same layout without each broker's fenced byte. Header: u32
+  // Version 2 (before barriers): the same layout without the barriers' count at the end (none
+  // here).
+  ASSERT_EQ(m.barrier_of(1), 0u);
+  std::vector<std::byte> v2(snap.begin(), snap.end() - 4);
+  v2[0] = std::byte{2};
+  metadata_state older;
+  ASSERT_TRUE(older.restore(v2));
+  EXPECT_EQ(older, m);
+
+  // Version 1 (before fencing): version 2 without each broker's fenced byte. Header: u32
   // version, i64, u64, u32 broker count = 24 bytes; each broker here is 38 bytes (two 9-byte
   // hosts) and was followed by its flag in version 2.
-  std::vector<std::byte> v1(snap.begin(), snap.end());
+  std::vector<std::byte> v1(v2);
   v1[0] = std::byte{1};
   constexpr size_t header = 24, broker_bytes = 38;
   for (size_t k = 3; k-- > 0;) {
@@ -171,17 +180,51 @@ TEST(metadata, snapshots_keep_fencing_and_version_1_still_restores) {
     EXPECT_FALSE(b.fenced) << "broker " << id;
   EXPECT_EQ(old.topics(), m.topics());
   EXPECT_EQ(old.next_group_id(), m.next_group_id());
-  // A version-2 image read as version 1 (or the reverse) does not decode.
-  std::vector<std::byte> wrong(snap.begin(), snap.end());
-  wrong[0] = std::byte{1};
+  // An image read as another version does not decode.
   metadata_state other;
-  EXPECT_FALSE(other.restore(wrong));
+  for (uint8_t version : {1, 2}) {
+    std::vector<std::byte> wrong(snap.begin(), snap.end());
+    wrong[0] = std::byte{version};
+    EXPECT_FALSE(other.restore(wrong)) << "version " << int(version);
+  }
+  v2[0] = std::byte{3};
+  EXPECT_FALSE(other.restore(v2));
   std::vector<std::byte> bad_flag(snap.begin(), snap.end());
   bad_flag[header + broker_bytes] = std::byte{2};
   EXPECT_FALSE(other.restore(bad_flag));
   std::vector<std::byte> unknown(snap.begin(), snap.end());
-  unknown[0] = std::byte{3};
+  unknown[0] = std::byte{4};
   EXPECT_FALSE(other.restore(unknown));
+}
+
+TEST(metadata, a_brokers_barrier_is_applied_everywhere_and_kept_by_snapshots) {
+  auto m = with_brokers(2);
+  EXPECT_EQ(m.barrier_of(2), 0u);
+  ASSERT_TRUE(m.apply(encode_metadata_barrier(2, 77)).ok);
+  // Not registered yet: a broker that has just started may need one before it registers.
+  ASSERT_TRUE(m.apply(encode_metadata_barrier(9, 5)).ok);
+  EXPECT_EQ(m.barrier_of(2), 77u);
+  EXPECT_EQ(m.barrier_of(9), 5u);
+  ASSERT_TRUE(m.apply(encode_metadata_barrier(2, 78)).ok);  // the broker restarted
+  EXPECT_EQ(m.barrier_of(2), 78u);
+  const auto before = m;
+  auto zero = encode_metadata_barrier(2, 1);
+  zero[zero.size() - 8] = std::byte{0};  // the nonce's low byte (little-endian): nonce 0
+  EXPECT_FALSE(m.apply(zero).ok);
+  auto shorter = encode_metadata_barrier(2, 1);
+  shorter.pop_back();
+  EXPECT_FALSE(m.apply(shorter).ok);
+  EXPECT_EQ(m, before);
+
+  metadata_state copy;
+  ASSERT_TRUE(copy.restore(m.snapshot()));
+  EXPECT_EQ(copy, m);
+  EXPECT_EQ(copy.barrier_of(2), 78u);
+  // A barrier of nonce 0 (meaning none) in an image is refused.
+  auto snap = m.snapshot();
+  for (size_t i = 0; i < 8; ++i)
+    snap[snap.size() - 1 - i] = std::byte{0};
+  EXPECT_FALSE(copy.restore(snap));
 }
 
 TEST(metadata, plans_spread_leaders_and_shards_evenly) {

@@ -175,6 +175,13 @@ class broker {
   engine::log_config log_config_for(const std::map<std::string, std::string>& configs) const;
   void ensure_replica(unsigned shard, uint64_t group, desired_replica d);
   void drop_replica(unsigned shard, uint64_t group);
+  // Shard 0: until the metadata shows this broker's own barrier (metadata.h), proposes one now
+  // and then; once it shows, posts sweep_orphans to every shard with the logs to keep there.
+  void send_metadata_barrier();
+  void sweep_after_barrier(const std::map<uint64_t, desired_replica>& desired);
+  // On shard k: deletes every log of the shard's manager that is not in `keep` (replicas of
+  // deleted topics whose removal a crash cut short).
+  void sweep_orphans(unsigned shard, const std::set<std::string>& keep);
   void tick_shard(unsigned shard);
   // Retention of the shard's data partitions, each through its Raft group (partition_host::
   // compact), so the group's record of its log start stays true.
@@ -205,6 +212,10 @@ class broker {
   size_t seed_cursor_ = 0;
   bool registered_ = false;
   uint64_t shard0_ticks_ = 0;
+  // This process's metadata barrier (never 0), and whether the sweep it enables has run.
+  uint64_t barrier_nonce_ = 0;
+  bool barrier_asked_ = false;  // a barrier request in flight or committed
+  bool orphans_swept_ = false;
   // The controller leader's heartbeat tracker, and the controller term it was reset for (-1:
   // not leading).
   std::unique_ptr<broker_liveness> liveness_;

@@ -42,6 +42,9 @@ struct broker_config {
   int64_t retention_ms = 7ll * 24 * 3600 * 1000;
   int64_t retention_bytes = -1;
   int64_t retention_check_interval_ms = 300000;  // log.retention.check.interval.ms
+  // The controller snapshots the metadata every this many applied offsets and drops the log
+  // before it (controller.h).
+  int64_t metadata_snapshot_every = 4096;
   // Durable bytes of a follower replica's log tail kept in the page cache (partition_host.h).
   uint64_t follower_cached_tail_bytes = 16ull << 20;
   int32_t default_partitions = 1;

@@ -18,9 +18,17 @@
 //   allocate_producer_ids  i32 broker, i64 block size
 //   fence_broker        i32 id
 //   unfence_broker      i32 id
-// Snapshot: u32 version (2), i64 next producer id, u64 next group id, brokers*, topics* (as the
-// commands encode them, each followed by its group ids u64*). Version 2 follows each broker
-// with u8 fenced (0 or 1); version 1 has no such byte and restores every broker unfenced.
+//   metadata_barrier    i32 broker, u64 nonce
+// Snapshot: u32 version (3), i64 next producer id, u64 next group id, brokers*, topics* (as the
+// commands encode them, each followed by its group ids u64*), barriers (i32 broker, u64
+// nonce)*. Version 2 has no barriers; version 1 also lacks each broker's u8 fenced (0 or 1)
+// after it and restores every broker unfenced.
+//
+// A metadata barrier is how a restarted broker learns that its metadata has caught up with
+// everything it had applied before it went down (a follower re-learns the commit index only
+// from the leader). It proposes a barrier with a nonce of its own; the barrier's offset follows
+// every entry committed before it, so once this broker's state shows its nonce, the state holds
+// all of them and no replica on its disk that the state does not name can still be wanted.
 //
 // Liveness (KIP-631's broker fencing): a broker is fenced or not in this replicated state, so
 // every broker answers "is broker B alive" the same way at the same offset. Only the controller
@@ -55,6 +63,7 @@ enum class command_type : uint8_t {
   allocate_producer_ids = 6,
   fence_broker = 7,
   unfence_broker = 8,
+  metadata_barrier = 9,
 };
 
 struct broker_info {
@@ -118,6 +127,8 @@ class metadata_state {
   std::vector<int32_t> unfenced_brokers() const;
   int64_t next_producer_id() const { return next_producer_id_; }
   uint64_t next_group_id() const { return next_group_id_; }
+  // The nonce of broker `id`'s last applied metadata barrier, 0 if none.
+  uint64_t barrier_of(int32_t id) const;
   bool operator==(const metadata_state&) const = default;
 
   // The replication factor of a topic created without one (CreateTopics with -1, auto-created
@@ -145,6 +156,7 @@ class metadata_state {
   std::map<std::string, topic_info> topics_;
   int64_t next_producer_id_ = 1000;
   uint64_t next_group_id_ = 1;
+  std::map<int32_t, uint64_t> barriers_;  // broker -> nonce of its last barrier
 };
 
 // Command builders (leader side).
@@ -158,6 +170,8 @@ std::vector<std::byte> encode_set_topic_config(const std::string& name, const st
 std::vector<std::byte> encode_allocate_producer_ids(int32_t broker, int64_t block_size);
 std::vector<std::byte> encode_fence_broker(int32_t id);
 std::vector<std::byte> encode_unfence_broker(int32_t id);
+// Broker side: a barrier for broker `id`; `nonce` must not be 0.
+std::vector<std::byte> encode_metadata_barrier(int32_t id, uint64_t nonce);
 
 // Topic names as Kafka allows them: 1-249 characters of [a-zA-Z0-9._-], not "." or "..".
 bool valid_topic_name(const std::string& name);
