@@ -7,12 +7,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -36,6 +38,8 @@ const char* help_text = R"(usage: keel <command> [flags]
                  [--flush POLICY] [--broker-config FILE] [--detach]
                  start a local cluster (3 brokers, Kafka ports 9092.., RPC ports 19092.., data
                  under ./data); stays in the foreground until Ctrl-C unless --detach;
+                 --shards: per broker (default: a new broker gets the cores divided among the
+                 brokers, at least 1; an existing one keeps its count);
                  --broker-config: a keel-broker config file (name = value) for every broker
   cluster down   [--data-dir DIR]             stop a detached cluster gracefully
   cluster status [--bootstrap HOST:PORT] [--json]
@@ -184,7 +188,38 @@ fs::path broker_binary() {
   return "keel-broker";
 }
 
-pid_t spawn_broker(const local_broker& b, const std::string& seeds, const flags& f) {
+// Whether a keel-broker config file sets `name` (its lines are `name = value`).
+bool config_file_sets(const std::string& path, const std::string& name) {
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    const auto eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    std::string key = line.substr(0, eq);
+    key.erase(0, key.find_first_not_of(" \t"));
+    key.erase(key.find_last_not_of(" \t") + 1);
+    if (key == name) return true;
+  }
+  return false;
+}
+
+// The shards of a new broker of a local cluster: the machine's cores split among its brokers
+// (each broker alone would take one per core, and N brokers on one machine would each run a
+// thread per core, contending for them). A broker whose data dir exists keeps its own count
+// (settle_shards), so a cluster comes back as it was made.
+std::optional<unsigned> local_shards(const local_broker& b, size_t brokers, const flags& f) {
+  if (f.has("shards")) return std::nullopt;  // passed on as given
+  if (f.has("broker-config") && config_file_sets(f.get("broker-config", ""), "shards"))
+    return std::nullopt;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(b.dir, ec))
+    if (e.path().filename().string().rfind("shard-", 0) == 0) return std::nullopt;
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  return std::max<unsigned>(1, cores / static_cast<unsigned>(std::max<size_t>(1, brokers)));
+}
+
+pid_t spawn_broker(const local_broker& b, size_t brokers, const std::string& seeds,
+                   const flags& f) {
+  const auto shards = local_shards(b, brokers, f);
   fs::create_directories(b.dir);
   std::vector<std::string> args = {broker_binary().string(),
                                    "--node-id",
@@ -198,6 +233,7 @@ pid_t spawn_broker(const local_broker& b, const std::string& seeds, const flags&
                                    "--seeds",
                                    seeds};
   if (f.has("shards")) args.insert(args.end(), {"--shards", f.get("shards", "")});
+  if (shards) args.insert(args.end(), {"--shards", std::to_string(*shards)});
   if (f.has("flush")) args.insert(args.end(), {"--flush", f.get("flush", "")});
   if (f.has("broker-config"))
     args.insert(args.end(), {"--config", fs::absolute(f.get("broker-config", "")).string()});
@@ -305,7 +341,7 @@ int cluster_up(const flags& f) {
       pids.emplace_back(b.id, running);
       continue;
     }
-    pids.emplace_back(b.id, spawn_broker(b, seeds, f));
+    pids.emplace_back(b.id, spawn_broker(b, brokers.size(), seeds, f));
     std::printf("broker %d starting (pid %d, log %s)\n", b.id, pids.back().second,
                 (b.dir / "broker.log").c_str());
   }

@@ -89,6 +89,7 @@ broker::broker(broker_config config) : config_(std::move(config)) {
   if (auto e = config_.validate(); !e.empty()) throw std::runtime_error(e);
   if (auto e = claim_data_dir(config_.data_dir, config_.node_id); !e.empty())
     throw std::runtime_error(e);
+  if (auto e = settle_shards(config_); !e.empty()) throw std::runtime_error(e);
   shards_.resize(config_.shards);
   for (unsigned k = 0; k < config_.shards; ++k) {
     auto& s = shards_[k];

@@ -243,12 +243,36 @@ std::optional<broker_config> parse_broker_args(const std::vector<std::string>& a
       return std::nullopt;
     }
   }
-  if (c.shards == 0) c.shards = std::max(1u, std::thread::hardware_concurrency());
   if (auto e = c.validate(); !e.empty()) {
     error = e;
     return std::nullopt;
   }
   return c;
+}
+
+std::string settle_shards(broker_config& c) {
+  // The shard directories present, and the highest one holding anything.
+  unsigned present = 0, in_use = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(c.data_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("shard-", 0) != 0 || !e.is_directory(ec)) continue;
+    auto k = parse_int<unsigned>(name.substr(6));
+    if (!k || *k >= 256) continue;
+    present = std::max(present, *k + 1);
+    if (!std::filesystem::is_empty(e.path(), ec) && !ec) in_use = std::max(in_use, *k + 1);
+  }
+  if (ec) return "data-dir: cannot list '" + c.data_dir + "': " + ec.message();
+  if (c.shards == 0) {
+    c.shards = present > 0 ? present : std::max(1u, std::thread::hardware_concurrency());
+    return {};
+  }
+  if (c.shards < in_use)
+    return "shards: data-dir '" + c.data_dir + "' holds the logs of shard " +
+           std::to_string(in_use - 1) + ", but --shards is " + std::to_string(c.shards) +
+           ": the replicas of shards beyond it would start empty; start with --shards " +
+           std::to_string(in_use) + " or more";
+  return {};
 }
 
 std::string claim_data_dir(const std::string& data_dir, int32_t node_id) {
@@ -295,7 +319,8 @@ std::string usage() {
   --rpc-listen HOST:PORT           inter-broker listener (127.0.0.1:19092)
   --kafka-advertised HOST:PORT     address clients are told (the listener)
   --rpc-advertised HOST:PORT       address brokers are told (the listener)
-  --shards N                       shard threads (one per core)
+  --shards N                       shard threads (as many as the data dir holds; one per
+                                   core for a new one; never fewer than hold logs)
   --flush POLICY                   every-append | every-bytes:N | every-ms:T | never
   --segment-bytes N                segment size (134217728)
   --segment-ms N                   segment age before a roll (604800000)

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 namespace keel::server {
 namespace {
@@ -120,6 +121,43 @@ TEST(broker_config, a_data_dir_of_another_node_is_refused) {
   const std::string e = claim_data_dir(dir.string(), 6);
   EXPECT_NE(e.find("belongs to node 5"), std::string::npos) << e;
   std::filesystem::remove_all(dir);
+}
+
+TEST(broker_config, shards_follow_the_data_dir_and_never_drop_a_shard_that_holds_logs) {
+  namespace fs = std::filesystem;
+  const auto dir = fs::temp_directory_path() / ("keel-shards-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  auto settled = [&](unsigned asked, std::string& error) {
+    broker_config c;
+    c.data_dir = dir.string();
+    c.shards = asked;
+    error = settle_shards(c);
+    return c.shards;
+  };
+  std::string e;
+  // A new data dir: one shard per core unless asked.
+  EXPECT_EQ(settled(0, e), std::max(1u, std::thread::hardware_concurrency()));
+  EXPECT_EQ(e, "");
+  EXPECT_EQ(settled(3, e), 3u);
+  // Three shard directories, the last one holding a log: unset means three, fewer is refused
+  // with the count that would do, more is fine.
+  for (int k = 0; k < 3; ++k)
+    fs::create_directories(dir / ("shard-" + std::to_string(k)));
+  fs::create_directories(dir / "shard-2" / "orders-0");
+  EXPECT_EQ(settled(0, e), 3u);
+  EXPECT_EQ(e, "");
+  settled(2, e);
+  EXPECT_NE(e.find("shards: "), std::string::npos) << e;
+  EXPECT_NE(e.find("holds the logs of shard 2"), std::string::npos) << e;
+  EXPECT_NE(e.find("--shards 3 or more"), std::string::npos) << e;
+  EXPECT_EQ(settled(4, e), 4u);
+  EXPECT_EQ(e, "");
+  // Empty shard directories beyond the count hold nothing to lose.
+  fs::remove_all(dir / "shard-2" / "orders-0");
+  EXPECT_EQ(settled(1, e), 1u);
+  EXPECT_EQ(e, "");
+  fs::remove_all(dir);
 }
 
 }  // namespace

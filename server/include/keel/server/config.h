@@ -35,7 +35,7 @@ struct broker_config {
   std::optional<host_port> rpc_advertised;    // defaults to rpc_listen
   std::string data_dir;
   std::vector<seed> seeds;  // the initial controller voters
-  unsigned shards = 0;      // 0: one per core
+  unsigned shards = 0;      // 0: as many as the data dir holds, one per core for a new one
   engine::flush_policy flush = engine::flush_policy::every_append();
   uint64_t segment_bytes = 128ull << 20;
   int64_t segment_ms = 7ll * 24 * 3600 * 1000;
@@ -88,5 +88,12 @@ std::string usage();
 // Claims the data directory for this node id: writes <data_dir>/node.id on first start; refuses
 // a directory that belongs to another node. Returns an empty string on success.
 std::string claim_data_dir(const std::string& data_dir, int32_t node_id);
+
+// Settles `config.shards` against the data dir's shard-<k> directories (each shard's logs, and
+// its partitions' replicas assigned to shard k). Unset (0): as many as the data dir holds, or one
+// per core for a new one. Set lower than a shard that holds logs: refused (empty string on
+// success), since that shard's replicas would start empty and, if every broker did it at once,
+// their data would be lost.
+std::string settle_shards(broker_config& config);
 
 }  // namespace keel::server
