@@ -794,6 +794,9 @@ void broker::send_metadata_barrier() {
 
 void broker::sweep_after_barrier(const std::map<uint64_t, desired_replica>& desired) {
   orphans_swept_ = true;
+  log_line("metadata barrier applied at offset " + std::to_string(controller_->applied().value()) +
+           ": the metadata holds everything applied before this start; deleting the logs it "
+           "assigns to no replica here");
   std::vector<std::set<std::string>> keep(shards_.size());
   keep[0].insert(metadata_log_name);
   for (const auto& [g, d] : desired)

@@ -101,6 +101,10 @@ def main():
                 (["--node-id", "7", "--data-dir", c.data_dir + "/broker-1", "--seeds",
                   "7@127.0.0.1:1", "--rpc-listen", "127.0.0.1:1", "--kafka-listen", "127.0.0.1:2"],
                  "belongs to node 1"),
+                # Broker 1's data dir holds logs on shard 1: one shard would lose them.
+                (["--node-id", "1", "--data-dir", c.data_dir + "/broker-1", "--seeds",
+                  "1@127.0.0.1:1", "--rpc-listen", "127.0.0.1:1", "--kafka-listen", "127.0.0.1:2",
+                  "--shards", "1"], "--shards 2 or more"),
             ]
             for args, expect in cases:
                 p = subprocess.run([broker, *args], capture_output=True, text=True, timeout=30)
@@ -112,6 +116,26 @@ def main():
             assert out.count("stopped") == 3, out
             for b in (1, 2, 3):
                 assert "stopped cleanly" in c.log_tail(b, 5), c.log_tail(b)
+
+        @check("the whole cluster started again on its data dir serves every record, and each "
+               "broker's sweep of unassigned logs took none of them")
+        def _():
+            def sweeps(b):
+                return c.log_tail(b, 10 ** 6).count("metadata barrier applied")
+
+            before = {b: sweeps(b) for b in (1, 2, 3)}
+            c.up()
+            c.wait_for("all alive", lambda: all(b["alive"] for b in c.status(1)["brokers"]))
+            c.wait_for("every broker's sweep", lambda: all(sweeps(b) > before[b] for b in (1, 2, 3)),
+                       timeout=30)
+            for b in (1, 2, 3):
+                assert "is no replica of this broker" not in c.log_tail(b, 10 ** 6), c.log_tail(b)
+            for p in range(6):
+                got = c.consume("orders", p, via=1)
+                want = [f"p{p}-r{i}" for i in range(20)] + [f"p{p}-after-kill-{i}" for i in range(10)]
+                assert got == want, (p, len(got), got[-3:])
+            out = c.down()
+            assert out.count("stopped") == 3, out
 
         passed, failed = run_checks(c, results)
     finally:
