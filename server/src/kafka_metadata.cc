@@ -82,6 +82,20 @@ int16_t controller_error(const std::string& e) {
 
 }  // namespace
 
+int32_t kafka_frontend::controller_for_clients() const {
+  // As Kafka in KRaft mode: any broker takes admin requests and forwards them to the controller
+  // (frame 18), so clients are pointed at this broker, alive since it answers, and not at the
+  // metadata group's leader: a client keeps its cached controller, and one that had the
+  // leader's id waited out its whole timeout after that broker died (librdkafka: "Failed while
+  // waiting for controller"). Only listed (unfenced) brokers are named.
+  const metadata_state& state = broker_.controller_->state();
+  const int32_t self = broker_.config_.node_id;
+  if (state.broker_unfenced(self)) return self;
+  if (const int32_t l = broker_.controller_->leader(); l >= 0 && state.broker_unfenced(l)) return l;
+  const auto alive = state.unfenced_brokers();
+  return alive.empty() ? -1 : alive.front();
+}
+
 void kafka_frontend::metadata(const request& rq, kafka::metadata_request m) {
   broker& b = broker_;
   const metadata_state& state = b.controller_->state();
@@ -96,7 +110,7 @@ void kafka_frontend::metadata(const request& rq, kafka::metadata_request m) {
     x.port = info.kafka.port;
   }
   out.cluster_id = b.cluster_id();
-  out.controller_id = b.controller_->leader();
+  out.controller_id = controller_for_clients();
 
   auto describe = [&](const topic_info& t) {
     auto& x = out.topics.emplace_back();
@@ -178,7 +192,7 @@ void kafka_frontend::describe_cluster(const request& rq, kafka::describe_cluster
   broker& b = broker_;
   kafka::describe_cluster_response out;
   out.cluster_id = b.cluster_id();
-  out.controller_id = b.controller_->leader();
+  out.controller_id = controller_for_clients();
   for (const auto& [id, info] : b.controller_->state().brokers()) {
     if (info.fenced) continue;  // as Metadata: the unfenced brokers only
     auto& x = out.brokers.emplace_back();
@@ -316,11 +330,13 @@ void kafka_frontend::create_topics(const request& rq, kafka::create_topics_reque
       fail(error_code::invalid_config, bad);
       continue;
     }
-    if (b.controller_->state().topic(t.name)) {
-      fail(error_code::topic_already_exists, "topic " + t.name + " already exists");
+    // This broker's metadata may lag the controller's (a topic just created or deleted through
+    // another broker): only a validation answers from it; a creation is the controller's call.
+    if (m.validate_only) {
+      if (md.topic(t.name))
+        fail(error_code::topic_already_exists, "topic " + t.name + " already exists");
       continue;
     }
-    if (m.validate_only) continue;
     ++state->outstanding;
     b.request_create_topic(
         t.name, partitions, rf, configs,
@@ -361,15 +377,19 @@ void kafka_frontend::delete_topics(const request& rq, kafka::delete_topics_reque
       for (const auto& [n, info] : b.controller_->state().topics())
         if (info.id == id) t = &info;
     }
-    if (!t) {
+    // A name goes to the controller even when this broker's metadata (which may lag) does not
+    // know it: the controller answers "no topic" if it does not either. An id must be known here.
+    if (!t && !name) {
       x.error_code = error_code::unknown_topic_or_partition;
       x.error_message = "no such topic";
       continue;
     }
-    x.name = t->name;
-    x.topic_id = t->id;
+    if (t) {
+      x.name = t->name;
+      x.topic_id = t->id;
+    }
     ++state->outstanding;
-    b.request_delete_topic(t->name, [state, index, finish_one](bool ok, const std::string& error) {
+    b.request_delete_topic(*x.name, [state, index, finish_one](bool ok, const std::string& error) {
       auto& r = state->response.responses[index];
       if (!ok) {
         r.error_code = controller_error(error);
@@ -391,24 +411,24 @@ void kafka_frontend::create_partitions(const request& rq, kafka::create_partitio
     const size_t index = state->response.results.size();
     auto& x = state->response.results.emplace_back();
     x.name = t.name;
-    const topic_info* info = b.controller_->state().topic(t.name);
-    if (!info) {
-      x.error_code = error_code::unknown_topic_or_partition;
-      x.error_message = "no topic " + t.name;
-      continue;
-    }
     if (t.assignments) {
       x.error_code = error_code::invalid_replica_assignment;
       x.error_message = "manual replica assignments are not supported";
       continue;
     }
-    if (t.count <= static_cast<int32_t>(info->partitions.size())) {
-      x.error_code = error_code::invalid_partitions;
-      x.error_message = "topic " + t.name + " already has " +
-                        std::to_string(info->partitions.size()) + " partitions";
+    // As in create_topics: only a validation answers from this broker's metadata.
+    if (m.validate_only) {
+      const topic_info* info = b.controller_->state().topic(t.name);
+      if (!info) {
+        x.error_code = error_code::unknown_topic_or_partition;
+        x.error_message = "no topic " + t.name;
+      } else if (t.count <= static_cast<int32_t>(info->partitions.size())) {
+        x.error_code = error_code::invalid_partitions;
+        x.error_message = "topic " + t.name + " already has " +
+                          std::to_string(info->partitions.size()) + " partitions";
+      }
       continue;
     }
-    if (m.validate_only) continue;
     ++state->outstanding;
     b.request_create_partitions(t.name, t.count,
                                 [state, index, finish_one](bool ok, const std::string& error) {

@@ -140,8 +140,9 @@ class Reader:
         return None if n < 0 else [item() for _ in range(n)]
 
 
-def metadata(addr, timeout=5):
-    """Metadata v1 for all topics over a new connection: ({id: (host, port)}, {topic: [leaders]})."""
+def metadata(addr, timeout=5, with_controller=False):
+    """Metadata v1 for all topics over a new connection: ({id: (host, port)}, {topic: [leaders]}),
+    and the controller id last when `with_controller`."""
     host, port = addr.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=timeout) as s:
         s.sendall(frame(3, 1, 7, struct.pack(">i", -1)))
@@ -150,7 +151,7 @@ def metadata(addr, timeout=5):
     brokers = {}
     for node, h, p, _rack in r.array(lambda: (r.take(">i"), r.string(), r.take(">i"), r.string())):
         brokers[node] = (h, p)
-    r.take(">i")  # controller id
+    controller = r.take(">i")
     topics = {}
 
     def partition():
@@ -165,7 +166,8 @@ def metadata(addr, timeout=5):
         parts = r.array(partition)
         topics[name] = (err, [l for _, l, _ in sorted(parts)])
     r.array(topic)
-    return brokers, {n: leaders for n, (err, leaders) in topics.items() if err == 0}
+    leaders = {n: leaders for n, (err, leaders) in topics.items() if err == 0}
+    return (brokers, leaders, controller) if with_controller else (brokers, leaders)
 
 
 def wait_for_leaders(cluster, topic, partitions, via=1, timeout=60, balanced=True):

@@ -62,6 +62,8 @@ class kafka_frontend {
 
   void api_versions(const request& rq, net::kafka::reader& in);
   void metadata(const request& rq, net::kafka::metadata_request m);
+  // The controller id clients are told (Metadata, DescribeCluster): see kafka_metadata.cc.
+  int32_t controller_for_clients() const;
   // Asks the controller to create `topic` with the broker's defaults (auto.create.topics.enable).
   void request_auto_create(const std::string& topic);
   void describe_cluster(const request& rq, net::kafka::describe_cluster_request m);
