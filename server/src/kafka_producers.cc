@@ -1,7 +1,9 @@
 // Kafka API for idempotent producers: InitProducerId (non-transactional only). The per-partition
 // producer state is checked in the produce path (kafka_records.cc, producer_state.h).
+#include <boost/asio/steady_timer.hpp>
 #include <climits>
 #include <cstdio>
+#include <memory>
 
 #include "kafka_support.h"
 #include "keel/server/broker.h"
@@ -12,6 +14,11 @@ namespace kafka = net::kafka;
 namespace error_code = net::kafka::error_code;
 
 void kafka_frontend::init_producer_id(const request& rq, kafka::init_producer_id_request m) {
+  init_producer_id_after(rq, std::move(m), 0);
+}
+
+void kafka_frontend::init_producer_id_after(const request& rq, kafka::init_producer_id_request m,
+                                            int waited_ms) {
   kafka::init_producer_id_response out;
   out.producer_id = -1;
   out.producer_epoch = -1;
@@ -34,6 +41,18 @@ void kafka_frontend::init_producer_id(const request& rq, kafka::init_producer_id
       return answer(rq, out);
     }
     if (m.producer_id >= broker_.controller_->state().next_producer_id()) {
+      // Not handed out, as far as this broker's metadata knows; it may lag the controller (an
+      // id just allocated through another broker), so it is asked again for a while first.
+      constexpr int wait_step_ms = 50, wait_max_ms = 2000;
+      if (waited_ms < wait_max_ms) {
+        auto timer = std::make_shared<boost::asio::steady_timer>(
+            broker_.shards_[0].runner->io(), std::chrono::milliseconds(wait_step_ms));
+        timer->async_wait([this, rq, m, waited_ms, timer,
+                           alive = alive_](const boost::system::error_code&) mutable {
+          if (*alive) init_producer_id_after(rq, std::move(m), waited_ms + wait_step_ms);
+        });
+        return;
+      }
       out.error_code = error_code::invalid_producer_id_mapping;  // never handed out
       return answer(rq, out);
     }

@@ -47,6 +47,9 @@ partition_host::partition_host(engine::log& log, engine::io_ring& ring,
       leader_cached_tail_bytes_(log.config().cached_tail_bytes) {}
 
 partition_host::~partition_host() {
+  // The owner is tearing this host down (its pointer to it may already be null): commits that
+  // the writes below complete are told to no one.
+  commit_listeners_.clear();
   // Writes in flight call back into this host: let them finish while it still exists. Anything
   // not even issued yet (the log's own staged chains) finds the host gone through alive_.
   while (pending_ > 0 && ring_.in_flight() > 0)

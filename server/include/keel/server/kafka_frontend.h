@@ -91,6 +91,9 @@ class kafka_frontend {
   void list_offsets(const request& rq, net::kafka::list_offsets_request m);
   void offset_for_leader_epoch(const request& rq, net::kafka::offset_for_leader_epoch_request m);
   void init_producer_id(const request& rq, net::kafka::init_producer_id_request m);
+  // The same, `waited_ms` after it arrived (a re-init's id not yet in this broker's metadata).
+  void init_producer_id_after(const request& rq, net::kafka::init_producer_id_request m,
+                              int waited_ms);
 
   // Where a topic partition lives, seen from shard 0: an error, or its group and shard here.
   struct partition_location {
